@@ -1,0 +1,748 @@
+//! Command line and configuration file: parsing, `${VAR}` substitution, validation, the
+//! demo configuration used when no file is given, and environment overrides (SPEC).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// `gateway --config FILE [--listen ADDR]`
+#[derive(Debug, Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "A governed AI gateway: one API in front of every model provider"
+)]
+pub struct Cli {
+    /// The TOML configuration file. Without one the gateway runs the demo (SQLite in the
+    /// working directory and the `mock` provider).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides the config file).
+    #[arg(long, env = "GATEWAY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://gateway.db";
+/// Public model names the demo serves with the `mock` provider.
+pub const DEMO_MODELS: [&str; 2] = ["mock-gpt", "mock-embedding"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub deployments: Vec<DeploymentConfig>,
+    #[serde(default)]
+    pub prices: Vec<PriceConfig>,
+    /// Set by the loader, never by the file: true when no config file was given.
+    #[serde(skip)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port`; `--listen` and `GATEWAY_LISTEN` override it.
+    pub listen: Option<SocketAddr>,
+    /// `sqlite://…` or `postgres://…`; `DATABASE_URL` overrides it.
+    pub database_url: Option<String>,
+    /// Bootstrap admin key; `GATEWAY_MASTER_KEY` overrides it.
+    pub master_key: Option<SecretString>,
+    /// The local break-glass admin's password; `GATEWAY_ADMIN_PASSWORD` overrides it.
+    /// Without one, the console offers a first-run setup form.
+    pub admin_password: Option<SecretString>,
+    /// Directory holding the console's built assets (`pkg/`, `favicon.svg`).
+    /// `GATEWAY_SITE_ROOT` overrides it; otherwise `site/` next to the binary, then
+    /// `target/site` in the working directory.
+    pub site_root: Option<PathBuf>,
+    /// The URL people reach the console at; `https://` makes cookies `Secure` and `__Host-`.
+    pub public_url: Option<Url>,
+    /// Largest request body accepted on the proxy API.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Time a client has to send its request headers.
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send its request body.
+    #[serde(default = "defaults::body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// Time to open a TCP (and TLS) connection to an upstream.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub upstream_connect_timeout_ms: u64,
+    /// Largest upstream response body (non-streaming) the gateway reads.
+    #[serde(default = "defaults::max_upstream_body_bytes")]
+    pub max_upstream_body_bytes: usize,
+    /// Open client connections at most; further ones wait to be accepted.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// On SIGTERM, how long in-flight requests and streams get to finish.
+    #[serde(default = "defaults::drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    /// `json` (default) or `text`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: None,
+            database_url: None,
+            master_key: None,
+            admin_password: None,
+            site_root: None,
+            public_url: None,
+            max_body_bytes: defaults::max_body_bytes(),
+            header_read_timeout_ms: defaults::header_read_timeout_ms(),
+            body_read_timeout_ms: defaults::body_read_timeout_ms(),
+            upstream_connect_timeout_ms: defaults::connect_timeout_ms(),
+            max_upstream_body_bytes: defaults::max_upstream_body_bytes(),
+            max_connections: defaults::max_connections(),
+            drain_timeout_ms: defaults::drain_timeout_ms(),
+            log_format: LogFormat::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    OpenaiCompatible,
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Stable name of this deployment (ledger, headers); defaults to `model#n`.
+    pub id: Option<String>,
+    /// The public model name clients send.
+    pub model: String,
+    pub provider: ProviderKind,
+    /// The provider's model name; defaults to `model`.
+    pub upstream_model: Option<String>,
+    pub base_url: Option<Url>,
+    pub api_key: Option<SecretString>,
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+    /// Time from sending the request to the upstream's response headers.
+    #[serde(default = "defaults::first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence between two pieces of an upstream body or stream.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub model: String,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub cached_input_per_mtok: Option<f64>,
+}
+
+mod defaults {
+    pub fn max_body_bytes() -> usize {
+        16 * 1024 * 1024
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn body_read_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn max_upstream_body_bytes() -> usize {
+        64 * 1024 * 1024
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn drain_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+    pub fn first_byte_timeout_ms() -> u64 {
+        120_000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        60_000
+    }
+}
+
+/// A configuration problem, naming the file, the field and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {field}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(file: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_owned(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The environment the loader reads (a function so tests need not mutate the process).
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Reads a config file, or builds the demo when `path` is `None`; then applies the
+    /// environment and command-line overrides and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        listen: Option<SocketAddr>,
+        env: &dyn Env,
+    ) -> Result<Config, ConfigError> {
+        let (mut config, file) = match path {
+            Some(p) => {
+                let file = p.display().to_string();
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::new(&file, "(file)", format!("cannot read: {e}")))?;
+                (Config::parse(&text, &file, env)?, file)
+            }
+            None => (Config::demo(), "(demo configuration)".to_owned()),
+        };
+        if let Some(addr) = listen {
+            config.server.listen = Some(addr);
+        }
+        if let Some(url) = env.var("DATABASE_URL") {
+            config.server.database_url = Some(url);
+        }
+        if let Some(key) = env.var("GATEWAY_MASTER_KEY") {
+            config.server.master_key = Some(SecretString::from(key));
+        }
+        if let Some(pw) = env.var("GATEWAY_ADMIN_PASSWORD") {
+            config.server.admin_password = Some(SecretString::from(pw));
+        }
+        if let Some(root) = env
+            .var("GATEWAY_SITE_ROOT")
+            .or_else(|| env.var("LEPTOS_SITE_ROOT"))
+        {
+            config.server.site_root = Some(PathBuf::from(root));
+        }
+        config.validate(&file)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text: syntax first, then `${VAR}` in string values (so a variable's value
+    /// is data and can never change the file's structure), then the typed fields.
+    pub fn parse(text: &str, file: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+            let field = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or_else(|| "(syntax)".into());
+            ConfigError::new(file, field, e.message().to_owned())
+        })?;
+        substitute(&mut value, "", file, env)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "(top level)".to_owned()
+            } else {
+                path
+            };
+            ConfigError::new(file, field, e.inner().to_string())
+        })?;
+        Ok(config)
+    }
+
+    /// The demo: SQLite in the working directory and two `mock` models.
+    pub fn demo() -> Config {
+        let deployments = DEMO_MODELS
+            .iter()
+            .map(|m| DeploymentConfig {
+                id: None,
+                model: (*m).to_owned(),
+                provider: ProviderKind::Mock,
+                upstream_model: None,
+                base_url: None,
+                api_key: None,
+                weight: 1,
+                first_byte_timeout_ms: defaults::first_byte_timeout_ms(),
+                idle_timeout_ms: defaults::idle_timeout_ms(),
+            })
+            .collect();
+        Config {
+            server: ServerConfig::default(),
+            deployments,
+            prices: Vec::new(),
+            demo: true,
+        }
+    }
+
+    fn validate(&mut self, file: &str) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if let Some(url) = &s.database_url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return Err(ConfigError::new(
+                    file,
+                    "server.database_url",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
+            }
+        }
+        match &s.master_key {
+            Some(k) if k.expose_secret().len() < 16 => {
+                return Err(ConfigError::new(
+                    file,
+                    "server.master_key",
+                    "must have at least 16 characters",
+                ));
+            }
+            None if !self.demo => {
+                return Err(ConfigError::new(
+                    file,
+                    "server.master_key",
+                    "is required (set it in the file or with GATEWAY_MASTER_KEY)",
+                ));
+            }
+            _ => {}
+        }
+        if s.max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                file,
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if let Some(u) = &s.public_url {
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(ConfigError::new(
+                    file,
+                    "server.public_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if self.deployments.is_empty() {
+            return Err(ConfigError::new(
+                file,
+                "deployments",
+                "at least one [[deployments]] entry is needed",
+            ));
+        }
+        let mut ids = HashSet::new();
+        let mut per_model: std::collections::HashMap<String, usize> = Default::default();
+        for (i, d) in self.deployments.iter_mut().enumerate() {
+            let at = |f: &str| format!("deployments[{i}].{f}");
+            if d.model.trim().is_empty() || d.model.len() > 256 {
+                return Err(ConfigError::new(
+                    file,
+                    at("model"),
+                    "must be 1 to 256 characters",
+                ));
+            }
+            if d.weight == 0 {
+                return Err(ConfigError::new(file, at("weight"), "must be at least 1"));
+            }
+            if d.first_byte_timeout_ms == 0 || d.idle_timeout_ms == 0 {
+                return Err(ConfigError::new(
+                    file,
+                    at("first_byte_timeout_ms"),
+                    "timeouts must be above 0",
+                ));
+            }
+            match d.provider {
+                ProviderKind::Mock => {
+                    if d.base_url.is_some() {
+                        return Err(ConfigError::new(
+                            file,
+                            at("base_url"),
+                            "is not used by the mock provider",
+                        ));
+                    }
+                    if d.api_key.is_some() {
+                        return Err(ConfigError::new(
+                            file,
+                            at("api_key"),
+                            "is not used by the mock provider",
+                        ));
+                    }
+                }
+                ProviderKind::Openai => {
+                    if d.api_key
+                        .as_ref()
+                        .is_none_or(|k| k.expose_secret().is_empty())
+                    {
+                        return Err(ConfigError::new(
+                            file,
+                            at("api_key"),
+                            "is required for provider \"openai\"",
+                        ));
+                    }
+                    if d.base_url.is_none() {
+                        d.base_url = Url::parse("https://api.openai.com/v1").ok();
+                    }
+                }
+                ProviderKind::OpenaiCompatible => {
+                    if d.base_url.is_none() {
+                        return Err(ConfigError::new(
+                            file,
+                            at("base_url"),
+                            "is required for provider \"openai-compatible\"",
+                        ));
+                    }
+                }
+            }
+            if let Some(u) = &d.base_url {
+                if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+                    return Err(ConfigError::new(
+                        file,
+                        at("base_url"),
+                        "must be an http:// or https:// URL with a host",
+                    ));
+                }
+                if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+                    return Err(ConfigError::new(
+                        file,
+                        at("base_url"),
+                        "must not carry credentials or a query (use api_key)",
+                    ));
+                }
+            }
+            let n = per_model.entry(d.model.clone()).or_insert(0);
+            *n += 1;
+            let id =
+                d.id.clone()
+                    .unwrap_or_else(|| format!("{}#{}", d.model, *n));
+            if !ids.insert(id.clone()) {
+                return Err(ConfigError::new(
+                    file,
+                    at("id"),
+                    format!("duplicate deployment id {id:?}"),
+                ));
+            }
+            d.id = Some(id);
+        }
+        let mut priced = HashSet::new();
+        for (i, p) in self.prices.iter().enumerate() {
+            let at = |f: &str| format!("prices[{i}].{f}");
+            for (name, v) in [
+                ("input_per_mtok", Some(p.input_per_mtok)),
+                ("output_per_mtok", Some(p.output_per_mtok)),
+                ("cached_input_per_mtok", p.cached_input_per_mtok),
+            ] {
+                if let Some(v) = v {
+                    if !v.is_finite() || !(0.0..=1_000_000.0).contains(&v) {
+                        return Err(ConfigError::new(
+                            file,
+                            at(name),
+                            "must be a number from 0 to 1000000 (USD per million tokens)",
+                        ));
+                    }
+                }
+            }
+            if !priced.insert(p.model.clone()) {
+                return Err(ConfigError::new(
+                    file,
+                    at("model"),
+                    format!("duplicate price for {:?}", p.model),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.unwrap_or_else(|| {
+            DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 4000)))
+        })
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.server
+            .database_url
+            .as_deref()
+            .unwrap_or(DEFAULT_DATABASE_URL)
+    }
+
+    /// Where the console's built assets are: configured, else `site/` beside the binary,
+    /// else `target/site` (a development checkout).
+    pub fn site_root(&self) -> PathBuf {
+        if let Some(root) = &self.server.site_root {
+            return root.clone();
+        }
+        if let Some(beside) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("site")))
+        {
+            if beside.is_dir() {
+                return beside;
+            }
+        }
+        PathBuf::from("target/site")
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.server
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https")
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {col}")
+}
+
+/// Replaces `${NAME}` in every string value; `$${` stands for a literal `${`.
+fn substitute(
+    value: &mut toml::Value,
+    path: &str,
+    file: &str,
+    env: &dyn Env,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) if s.contains('$') => {
+            *s = expand(s, env)
+                .map_err(|m| ConfigError::new(file, path.trim_start_matches('.'), m))?;
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                substitute(v, &format!("{path}[{i}]"), file, env)?;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                substitute(v, &format!("{path}.{k}"), file, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand(s: &str, env: &dyn Env) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(stripped) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = stripped;
+        } else if let Some(inner) = after.strip_prefix("${") {
+            let end = inner
+                .find('}')
+                .ok_or_else(|| "unclosed ${ in value".to_owned())?;
+            let name = &inner[..end];
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(format!(
+                    "${{{name}}} is not a valid environment variable name"
+                ));
+            }
+            let v = env
+                .var(name)
+                .ok_or_else(|| format!("environment variable {name} is not set"))?;
+            out.push_str(&v);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct MapEnv(HashMap<&'static str, &'static str>);
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| (*v).to_owned())
+        }
+    }
+    fn env(pairs: &[(&'static str, &'static str)]) -> MapEnv {
+        MapEnv(pairs.iter().copied().collect())
+    }
+
+    const GOOD: &str = r#"
+[server]
+master_key = "${MK}"
+
+[[deployments]]
+model = "gpt-4o-mini"
+provider = "openai"
+api_key = "${OPENAI_API_KEY}"
+
+[[deployments]]
+model = "gpt-4o-mini"
+provider = "openai-compatible"
+base_url = "http://127.0.0.1:8000/v1"
+weight = 3
+"#;
+
+    #[test]
+    fn substitutes_variables_and_fills_defaults() {
+        let e = env(&[
+            ("MK", "0123456789abcdef0"),
+            ("OPENAI_API_KEY", "sk-\"quoted\"\nvalue"),
+        ]);
+        let mut c = Config::parse(GOOD, "g.toml", &e).unwrap();
+        c.validate("g.toml").unwrap();
+        assert_eq!(
+            c.deployments[0].api_key.as_ref().unwrap().expose_secret(),
+            "sk-\"quoted\"\nvalue"
+        );
+        assert_eq!(
+            c.deployments[0].base_url.as_ref().unwrap().as_str(),
+            "https://api.openai.com/v1"
+        );
+        assert_eq!(c.deployments[0].id.as_deref(), Some("gpt-4o-mini#1"));
+        assert_eq!(c.deployments[1].id.as_deref(), Some("gpt-4o-mini#2"));
+        assert_eq!(c.deployments[1].weight, 3);
+    }
+
+    #[test]
+    fn unknown_field_names_file_and_field() {
+        let text = "[[deployments]]\nmodel = \"m\"\nprovider = \"mock\"\nwieght = 2\n";
+        let err = Config::parse(text, "g.toml", &env(&[])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("g.toml: deployments[0]"), "{msg}");
+        assert!(msg.contains("unknown field `wieght`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_variant_name_the_path() {
+        let e = Config::parse(
+            "[[deployments]]\nmodel = \"m\"\nprovider = \"mock\"\nweight = \"x\"\n",
+            "g.toml",
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "deployments[0].weight");
+        let e = Config::parse(
+            "[[deployments]]\nmodel = \"m\"\nprovider = \"nope\"\n",
+            "g.toml",
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "deployments[0].provider");
+        assert!(e.message.contains("unknown variant"), "{}", e.message);
+    }
+
+    #[test]
+    fn missing_variable_and_syntax_errors_are_named() {
+        let e = Config::parse(GOOD, "g.toml", &env(&[("MK", "x")])).unwrap_err();
+        assert_eq!(e.field, "deployments[0].api_key");
+        assert!(e.message.contains("OPENAI_API_KEY is not set"));
+        let e = Config::parse("[server\nlisten = 1", "g.toml", &env(&[])).unwrap_err();
+        assert!(e.field.starts_with("line 1"), "{}", e.field);
+    }
+
+    #[test]
+    fn literal_dollar_escape_and_plain_dollar_survive() {
+        assert_eq!(expand("a$${B}c$d", &env(&[])).unwrap(), "a${B}c$d");
+        assert!(expand("${1X}", &env(&[])).is_err());
+        assert!(expand("${X", &env(&[])).is_err());
+    }
+
+    #[test]
+    fn semantic_checks_name_the_field() {
+        let e = env(&[("MK", "0123456789abcdef0")]);
+        let check = |text: &str| {
+            let mut c = Config::parse(text, "g.toml", &e).unwrap();
+            c.validate("g.toml").unwrap_err()
+        };
+        let err = check(
+            "[server]\nmaster_key=\"${MK}\"\n[[deployments]]\nmodel=\"m\"\nprovider=\"openai\"\n",
+        );
+        assert_eq!(err.field, "deployments[0].api_key");
+        let err = check(
+            "[server]\nmaster_key=\"${MK}\"\n[[deployments]]\nmodel=\"m\"\nprovider=\"openai-compatible\"\nbase_url=\"ftp://x\"\n",
+        );
+        assert_eq!(err.field, "deployments[0].base_url");
+        let err = check("[[deployments]]\nmodel=\"m\"\nprovider=\"mock\"\n");
+        assert_eq!(err.field, "server.master_key");
+        let err = check(
+            "[server]\nmaster_key=\"${MK}\"\n[[deployments]]\nid=\"a\"\nmodel=\"m\"\nprovider=\"mock\"\n[[deployments]]\nid=\"a\"\nmodel=\"n\"\nprovider=\"mock\"\n",
+        );
+        assert_eq!(err.field, "deployments[1].id");
+    }
+
+    #[test]
+    fn overrides_from_env_and_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.toml");
+        std::fs::write(
+            &p,
+            "[server]\nlisten=\"127.0.0.1:1\"\n[[deployments]]\nmodel=\"m\"\nprovider=\"mock\"\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("GATEWAY_MASTER_KEY", "0123456789abcdef0"),
+            ("DATABASE_URL", "postgres://x/y"),
+        ]);
+        let c = Config::load(Some(&p), Some("127.0.0.1:9".parse().unwrap()), &e).unwrap();
+        assert_eq!(c.listen_addr().port(), 9);
+        assert_eq!(c.database_url(), "postgres://x/y");
+        assert!(!c.demo);
+        let d = Config::load(None, None, &env(&[])).unwrap();
+        assert!(d.demo);
+        assert_eq!(d.deployments.len(), 2);
+    }
+}

@@ -1,0 +1,288 @@
+//! The console's server side: the [`ConsolePort`] implementation (local sign-in with
+//! argon2id, server-side sessions, first-run setup, the Overview's figures) and the Leptos
+//! routes with the gate that keeps signed-out visitors on the sign-in page.
+
+pub mod password;
+pub mod routes;
+mod throttle;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use app::dto::{ModelSummary, OverviewDto, SessionUser};
+use app::port::{ConsoleError, ConsolePort, SetCookie};
+use async_trait::async_trait;
+use axum::http::{HeaderMap, header};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Authenticator;
+use crate::route::ModelGroups;
+use crate::store::Store;
+use throttle::Throttle;
+
+/// The break-glass admin's user name.
+pub const LOCAL_ADMIN: &str = "admin";
+pub const MIN_PASSWORD_LEN: usize = 12;
+/// A session ends after this long without use…
+const IDLE_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
+/// …and in any case this long after sign-in.
+const ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// `last_seen_at` is written at most this often per session.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+pub struct Console {
+    store: Store,
+    models: Arc<ModelGroups>,
+    auth: Arc<Authenticator>,
+    secure_cookies: bool,
+    throttle: Throttle,
+}
+
+impl Console {
+    pub fn new(
+        store: Store,
+        models: Arc<ModelGroups>,
+        auth: Arc<Authenticator>,
+        secure_cookies: bool,
+    ) -> Self {
+        Console {
+            store,
+            models,
+            auth,
+            secure_cookies,
+            throttle: Throttle::new(5, Duration::from_secs(60)),
+        }
+    }
+
+    /// `__Host-` needs `Secure`, which browsers only keep over https.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.secure_cookies {
+            "__Host-gateway_session"
+        } else {
+            "gateway_session"
+        }
+    }
+
+    fn cookie(&self, value: &str, max_age: Option<Duration>) -> String {
+        let mut c = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax",
+            self.cookie_name()
+        );
+        if self.secure_cookies {
+            c.push_str("; Secure");
+        }
+        match max_age {
+            Some(d) => c.push_str(&format!("; Max-Age={}", d.as_secs())),
+            None => c.push_str("; Max-Age=0"),
+        }
+        c
+    }
+
+    fn session_token(&self, headers: &HeaderMap) -> Option<String> {
+        let name = self.cookie_name();
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+            .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+/// Sessions are stored by the hash of their id: a database read never yields a cookie.
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn client_ip(headers: &HeaderMap) -> String {
+    // Set by the server from the TCP peer, never from client headers.
+    headers
+        .get(routes::PEER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_owned()
+}
+
+#[async_trait]
+impl ConsolePort for Console {
+    async fn current_user(&self, headers: &HeaderMap) -> Option<SessionUser> {
+        let token = self.session_token(headers)?;
+        let id_hash = hash_token(&token);
+        let now = now_ms();
+        let idle = i64::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+        match self.store.session_user(&id_hash, now, idle).await {
+            Ok(Some((user, last_seen))) => {
+                if now - last_seen > TOUCH_EVERY_MS {
+                    if let Err(e) = self.store.touch_session(&id_hash, now).await {
+                        tracing::warn!(error = %e, "could not refresh a session");
+                    }
+                }
+                Some(SessionUser {
+                    username: user.username,
+                    role: user.role,
+                })
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "session lookup failed");
+                None
+            }
+        }
+    }
+
+    async fn sign_in(
+        &self,
+        headers: &HeaderMap,
+        username: &str,
+        password: &str,
+    ) -> Result<SetCookie, ConsoleError> {
+        let throttle_key = format!("{}|{}", username.to_lowercase(), client_ip(headers));
+        if !self.throttle.allow(&throttle_key) {
+            tracing::warn!(user = %username, "sign-in throttled");
+            return Err(ConsoleError::Throttled);
+        }
+        if username.len() > 128 || password.len() > 1024 {
+            return Err(ConsoleError::BadCredentials);
+        }
+        let user = self.store.user_by_username(username).await.map_err(|e| {
+            tracing::error!(error = %e, "user lookup failed");
+            ConsoleError::Internal
+        })?;
+        let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+        // Unknown users cost the same argon2 work as known ones.
+        let ok = password::verify(password.to_owned(), stored).await;
+        let Some(user) = user.filter(|_| ok) else {
+            self.throttle.fail(&throttle_key);
+            tracing::info!(user = %username, "sign-in refused");
+            return Err(ConsoleError::BadCredentials);
+        };
+        self.throttle.clear(&throttle_key);
+        // A new random id at every sign-in (no fixation); the old cookie's session, if any, ends.
+        if let Some(old) = self.session_token(headers) {
+            let _ = self.store.delete_session(&hash_token(&old)).await;
+        }
+        let mut raw = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let token = hex::encode(raw);
+        let now = now_ms();
+        let expires = now + i64::try_from(ABSOLUTE_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+        self.store
+            .create_session(&hash_token(&token), &user.id, now, expires)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "could not create a session");
+                ConsoleError::Internal
+            })?;
+        tracing::info!(user = %user.username, "signed in");
+        Ok(self.cookie(&token, Some(ABSOLUTE_TIMEOUT)))
+    }
+
+    async fn sign_out(&self, headers: &HeaderMap) -> SetCookie {
+        if let Some(token) = self.session_token(headers) {
+            if let Err(e) = self.store.delete_session(&hash_token(&token)).await {
+                tracing::error!(error = %e, "could not end a session");
+            }
+        }
+        self.cookie("", None)
+    }
+
+    async fn setup_needed(&self) -> bool {
+        !self.store.admin_exists().await.unwrap_or(true)
+    }
+
+    async fn setup_admin(&self, master_key: &str, password: &str) -> Result<(), ConsoleError> {
+        if !self.throttle.allow("setup") {
+            return Err(ConsoleError::Throttled);
+        }
+        if !self.auth.is_master(master_key) {
+            self.throttle.fail("setup");
+            return Err(ConsoleError::Forbidden("wrong master key".into()));
+        }
+        if password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(ConsoleError::Invalid(format!(
+                "the password needs at least {MIN_PASSWORD_LEN} characters"
+            )));
+        }
+        let hash = password::hash(password.to_owned())
+            .await
+            .ok_or(ConsoleError::Internal)?;
+        match self
+            .store
+            .create_first_admin(LOCAL_ADMIN, &hash, now_ms())
+            .await
+        {
+            Ok(true) => {
+                tracing::info!("local admin created through first-run setup");
+                Ok(())
+            }
+            Ok(false) => Err(ConsoleError::Forbidden("an admin exists already".into())),
+            Err(e) => {
+                tracing::error!(error = %e, "first-run setup failed");
+                Err(ConsoleError::Internal)
+            }
+        }
+    }
+
+    async fn overview(&self, _user: &SessionUser) -> Result<OverviewDto, ConsoleError> {
+        let day_start = now_ms() - now_ms().rem_euclid(86_400_000);
+        let totals = self.store.usage_since(day_start).await.map_err(|e| {
+            tracing::error!(error = %e, "overview query failed");
+            ConsoleError::Internal
+        })?;
+        let models = self
+            .models
+            .groups()
+            .map(|(name, deps)| {
+                let mut providers: Vec<String> =
+                    deps.iter().map(|d| d.kind.as_str().to_owned()).collect();
+                providers.dedup();
+                ModelSummary {
+                    name: name.clone(),
+                    providers,
+                    deployments: deps.len(),
+                }
+            })
+            .collect();
+        Ok(OverviewDto {
+            models,
+            requests_today: totals.requests,
+            errors_today: totals.errors,
+            prompt_tokens_today: totals.prompt_tokens,
+            completion_tokens_today: totals.completion_tokens,
+        })
+    }
+}
+
+/// Sets the local admin's password from `GATEWAY_ADMIN_PASSWORD` at start-up, rehashing
+/// only when it changed. Ends the admin's sessions when the password changes.
+pub async fn ensure_admin_password(store: &Store, password: &str) -> anyhow::Result<()> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        anyhow::bail!("GATEWAY_ADMIN_PASSWORD must have at least {MIN_PASSWORD_LEN} characters");
+    }
+    let existing = store.user_by_username(LOCAL_ADMIN).await?;
+    if let Some(u) = &existing {
+        if u.role == "admin" && password::verify(password.to_owned(), u.password_hash.clone()).await
+        {
+            return Ok(());
+        }
+    }
+    let hash = password::hash(password.to_owned())
+        .await
+        .ok_or_else(|| anyhow::anyhow!("password hashing failed"))?;
+    let id = store
+        .upsert_local_admin(LOCAL_ADMIN, &hash, now_ms())
+        .await?;
+    store.delete_user_sessions(&id).await?;
+    tracing::info!("local admin password set from GATEWAY_ADMIN_PASSWORD");
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! The gateway server: configuration, start-up, the proxy API and its stages, the console's
+//! server side, and the store. See ARCHITECTURE.md for the request flow.
+
+pub mod auth;
+pub mod config;
+pub mod console;
+pub mod dialect;
+pub mod error;
+pub mod meter;
+pub mod providers;
+pub mod proxy;
+pub mod route;
+pub mod router;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod testkit;

@@ -1,0 +1,245 @@
+//! The `/v1` proxy API. Handlers only orchestrate the stages of a request:
+//! accept (bounded body) → authenticate (done by the layer in `router`) → validate →
+//! route (pick a deployment) → provider (call, stream) → meter (usage, price, ledger) →
+//! respond. Each stage lives in its own module.
+
+mod body;
+mod stream;
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Extension;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::Principal;
+use crate::dialect::openai::{ChatRequest, EmbeddingsRequest};
+use crate::error::ApiError;
+use crate::meter::{LedgerRow, MeterGuard, Usage, micros_to_usd_string};
+use crate::providers::ChatReply;
+use crate::route::Deployment;
+use crate::state::AppState;
+use crate::telemetry::RequestId;
+
+pub use body::read_json;
+
+pub static X_GATEWAY_DEPLOYMENT: HeaderName = HeaderName::from_static("x-gateway-deployment");
+pub static X_GATEWAY_COST: HeaderName = HeaderName::from_static("x-gateway-cost-usd");
+
+/// `POST /v1/chat/completions`
+pub async fn chat_completions(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(rid): Extension<RequestId>,
+    request: Request,
+) -> Response {
+    let mut meter = Some(new_meter(&st, &principal, &rid, "chat"));
+    match chat(&st, request, &mut meter).await {
+        Ok(resp) => resp,
+        Err(e) => fail(meter, e),
+    }
+}
+
+async fn chat(
+    st: &AppState,
+    request: Request,
+    meter: &mut Option<MeterGuard>,
+) -> Result<Response, ApiError> {
+    let req: ChatRequest = read_json(request, &st.limits).await?;
+    if let Some(row) = meter.as_mut().and_then(MeterGuard::row_mut) {
+        row.model.clone_from(&req.model);
+        row.stream = req.wants_stream();
+    }
+    req.validate()?;
+    let dep = st
+        .models
+        .pick(&req.model)
+        .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
+    let Some(m) = meter.as_mut() else {
+        return Err(ApiError::Internal);
+    };
+    attach_deployment(st, m, &dep);
+    m.prompt_chars = req.prompt_chars();
+
+    let reply = dep
+        .provider
+        .chat(&req, &dep.upstream_model)
+        .await
+        .map_err(|e| {
+            tracing::warn!(deployment = %dep.id, error = %e, "upstream call failed");
+            ApiError::from(e)
+        })?;
+    match reply {
+        ChatReply::Complete { body, usage } => {
+            let Some(mut m) = meter.take() else {
+                return Err(ApiError::Internal);
+            };
+            m.mark_first_byte();
+            let cost = settle_usage(&mut m, usage);
+            m.finish(200, None);
+            Ok(json_response(body, &dep, Some(cost)))
+        }
+        ChatReply::Stream(events) => {
+            let Some(m) = meter.take() else {
+                return Err(ApiError::Internal);
+            };
+            Ok(stream::respond(events, m, req.client_wants_usage(), &dep))
+        }
+    }
+}
+
+/// `POST /v1/embeddings`
+pub async fn embeddings(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(rid): Extension<RequestId>,
+    request: Request,
+) -> Response {
+    let mut meter = Some(new_meter(&st, &principal, &rid, "embeddings"));
+    match embed(&st, request, &mut meter).await {
+        Ok(resp) => resp,
+        Err(e) => fail(meter, e),
+    }
+}
+
+async fn embed(
+    st: &AppState,
+    request: Request,
+    meter: &mut Option<MeterGuard>,
+) -> Result<Response, ApiError> {
+    let req: EmbeddingsRequest = read_json(request, &st.limits).await?;
+    if let Some(row) = meter.as_mut().and_then(MeterGuard::row_mut) {
+        row.model.clone_from(&req.model);
+    }
+    req.validate()?;
+    let dep = st
+        .models
+        .pick(&req.model)
+        .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
+    let Some(mut m) = meter.take() else {
+        return Err(ApiError::Internal);
+    };
+    attach_deployment(st, &mut m, &dep);
+    let reply = match dep.provider.embeddings(&req, &dep.upstream_model).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(deployment = %dep.id, error = %e, "upstream call failed");
+            *meter = Some(m);
+            return Err(e.into());
+        }
+    };
+    m.mark_first_byte();
+    let cost = settle_usage(&mut m, reply.usage);
+    m.finish(200, None);
+    Ok(json_response(reply.body, &dep, Some(cost)))
+}
+
+/// `GET /v1/models`
+pub async fn list_models(State(st): State<AppState>) -> Response {
+    let data: Vec<_> = st
+        .models
+        .groups()
+        .map(|(name, _)| model_object(name))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{model}`
+pub async fn get_model(State(st): State<AppState>, Path(model): Path<String>) -> Response {
+    if st.models.contains(&model) {
+        axum::Json(model_object(&model)).into_response()
+    } else {
+        ApiError::ModelNotFound(model).into_response()
+    }
+}
+
+fn model_object(name: &str) -> serde_json::Value {
+    json!({"id": name, "object": "model", "created": 0, "owned_by": "gateway"})
+}
+
+fn new_meter(
+    st: &AppState,
+    principal: &Principal,
+    rid: &RequestId,
+    endpoint: &'static str,
+) -> MeterGuard {
+    let ts_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+    let row = LedgerRow {
+        request_id: rid.0.clone(),
+        ts_ms,
+        key_id: principal.key_id(),
+        team_id: None,
+        project_id: None,
+        user_id: None,
+        endpoint,
+        model: String::new(),
+        provider: None,
+        deployment: None,
+        stream: false,
+        status: 0,
+        error_type: None,
+        usage: Usage::default(),
+        usage_estimated: false,
+        cost_micros: 0,
+        latency_ms: 0,
+        ttfb_ms: None,
+        tags: "[]".to_owned(),
+    };
+    MeterGuard::new(st.ledger.clone(), row, rid.1)
+}
+
+fn attach_deployment(st: &AppState, m: &mut MeterGuard, dep: &Deployment) {
+    m.set_price(st.prices.lookup(&dep.model, &dep.upstream_model));
+    if let Some(row) = m.row_mut() {
+        row.provider = Some(dep.kind.as_str());
+        row.deployment = Some(dep.id.clone());
+    }
+}
+
+/// Puts the upstream's usage on the row and returns its cost in micro-dollars.
+fn settle_usage(m: &mut MeterGuard, usage: Option<Usage>) -> i64 {
+    if let (Some(u), Some(row)) = (usage, m.row_mut()) {
+        row.usage = u;
+    }
+    m.cost_micros()
+}
+
+fn fail(meter: Option<MeterGuard>, e: ApiError) -> Response {
+    if let Some(m) = meter {
+        m.finish(e.status().as_u16(), Some(e.ledger_label()));
+    }
+    e.into_response()
+}
+
+fn json_response(body: bytes::Bytes, dep: &Deployment, cost_micros: Option<i64>) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    deployment_headers(&mut headers, dep, cost_micros);
+    (StatusCode::OK, headers, body).into_response()
+}
+
+pub(crate) fn deployment_headers(
+    headers: &mut HeaderMap,
+    dep: &Deployment,
+    cost_micros: Option<i64>,
+) {
+    if let Ok(v) = HeaderValue::from_str(&dep.id) {
+        headers.insert(X_GATEWAY_DEPLOYMENT.clone(), v);
+    }
+    if let Some(c) = cost_micros.and_then(|c| HeaderValue::from_str(&micros_to_usd_string(c)).ok())
+    {
+        headers.insert(X_GATEWAY_COST.clone(), c);
+    }
+}
+
+/// Elapsed time since a request started, for logs.
+pub fn since(start: Instant) -> u128 {
+    start.elapsed().as_micros()
+}

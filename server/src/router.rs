@@ -1,0 +1,76 @@
+//! The one HTTP router, shared by `main` and the tests.
+//!
+//! Layer order, outermost first:
+//! 1. `CatchPanicLayer`: a panic anywhere becomes a 500, never a dropped connection.
+//! 2. `request_id`: every response gets `x-request-id`; one log line per request.
+//! 3. per area: `/v1/*` runs `require_key` (authentication) before any handler or the
+//!    404/405 fallbacks, so nothing under `/v1` answers an unauthenticated caller except
+//!    with 401; bodies are read by the handlers within the size and time limits
+//!    (`proxy::read_json`). The console's own gate sits in `console::routes`.
+//!
+//! Header read timeouts and connection limits are set in `startup`'s server loop, below
+//! all of this.
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::ApiError;
+use crate::proxy;
+use crate::state::AppState;
+use crate::telemetry;
+
+pub fn router(state: AppState, console: Router) -> Router {
+    let v1 = Router::new()
+        .route("/chat/completions", post(proxy::chat_completions))
+        .route("/embeddings", post(proxy::embeddings))
+        .route("/models", get(proxy::list_models))
+        .route("/models/{model}", get(proxy::get_model))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), require_key))
+        .with_state(state.clone());
+    let health = Router::new()
+        .route(
+            "/health/live",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/health/ready", get(ready))
+        .with_state(state);
+    Router::new()
+        .nest("/v1", v1)
+        .merge(health)
+        .merge(console)
+        .layer(middleware::from_fn(telemetry::request_id))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal.into_response()
+        }))
+}
+
+async fn require_key(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    match st.auth.authenticate(req.headers()) {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Ready when the database answers and the gateway is not draining.
+async fn ready(State(st): State<AppState>) -> Response {
+    let db = st.store.ping().await;
+    let accepting = st.is_accepting();
+    let body = axum::Json(
+        json!({"status": if db && accepting {"ok"} else {"unavailable"}, "database": db, "accepting": accepting}),
+    );
+    if db && accepting {
+        body.into_response()
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}

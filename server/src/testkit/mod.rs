@@ -1,0 +1,4 @@
+//! Test support shipped with the server: the project's own mock upstream, used by the
+//! integration tests, the end-to-end suite and the benchmark.
+
+pub mod mock_upstream;
