@@ -321,17 +321,16 @@ impl Config {
 
     fn validate(&mut self, file: &str) -> Result<(), ConfigError> {
         let s = &self.server;
-        if let Some(url) = &s.database_url {
-            if !(url.starts_with("sqlite:")
+        if let Some(url) = &s.database_url
+            && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
                 || url.starts_with("postgresql://"))
-            {
-                return Err(ConfigError::new(
-                    file,
-                    "server.database_url",
-                    "must start with sqlite:, postgres:// or postgresql://",
-                ));
-            }
+        {
+            return Err(ConfigError::new(
+                file,
+                "server.database_url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
         }
         match &s.master_key {
             Some(k) if k.expose_secret().len() < 16 => {
@@ -357,14 +356,14 @@ impl Config {
                 "must be at least 1024",
             ));
         }
-        if let Some(u) = &s.public_url {
-            if !matches!(u.scheme(), "http" | "https") {
-                return Err(ConfigError::new(
-                    file,
-                    "server.public_url",
-                    "must be an http:// or https:// URL",
-                ));
-            }
+        if let Some(u) = &s.public_url
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::new(
+                file,
+                "server.public_url",
+                "must be an http:// or https:// URL",
+            ));
         }
         if self.deployments.is_empty() {
             return Err(ConfigError::new(
@@ -474,14 +473,14 @@ impl Config {
                 ("output_per_mtok", Some(p.output_per_mtok)),
                 ("cached_input_per_mtok", p.cached_input_per_mtok),
             ] {
-                if let Some(v) = v {
-                    if !v.is_finite() || !(0.0..=1_000_000.0).contains(&v) {
-                        return Err(ConfigError::new(
-                            file,
-                            at(name),
-                            "must be a number from 0 to 1000000 (USD per million tokens)",
-                        ));
-                    }
+                if let Some(v) = v
+                    && (!v.is_finite() || !(0.0..=1_000_000.0).contains(&v))
+                {
+                    return Err(ConfigError::new(
+                        file,
+                        at(name),
+                        "must be a number from 0 to 1000000 (USD per million tokens)",
+                    ));
                 }
             }
             if !priced.insert(p.model.clone()) {
@@ -519,10 +518,9 @@ impl Config {
         if let Some(beside) = std::env::current_exe()
             .ok()
             .and_then(|exe| exe.parent().map(|d| d.join("site")))
+            && beside.is_dir()
         {
-            if beside.is_dir() {
-                return beside;
-            }
+            return beside;
         }
         PathBuf::from("target/site")
     }

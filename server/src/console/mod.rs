@@ -122,10 +122,10 @@ impl ConsolePort for Console {
         let idle = i64::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
         match self.store.session_user(&id_hash, now, idle).await {
             Ok(Some((user, last_seen))) => {
-                if now - last_seen > TOUCH_EVERY_MS {
-                    if let Err(e) = self.store.touch_session(&id_hash, now).await {
-                        tracing::warn!(error = %e, "could not refresh a session");
-                    }
+                if now - last_seen > TOUCH_EVERY_MS
+                    && let Err(e) = self.store.touch_session(&id_hash, now).await
+                {
+                    tracing::warn!(error = %e, "could not refresh a session");
                 }
                 Some(SessionUser {
                     username: user.username,
@@ -188,10 +188,10 @@ impl ConsolePort for Console {
     }
 
     async fn sign_out(&self, headers: &HeaderMap) -> SetCookie {
-        if let Some(token) = self.session_token(headers) {
-            if let Err(e) = self.store.delete_session(&hash_token(&token)).await {
-                tracing::error!(error = %e, "could not end a session");
-            }
+        if let Some(token) = self.session_token(headers)
+            && let Err(e) = self.store.delete_session(&hash_token(&token)).await
+        {
+            tracing::error!(error = %e, "could not end a session");
         }
         self.cookie("", None)
     }
@@ -270,11 +270,11 @@ pub async fn ensure_admin_password(store: &Store, password: &str) -> anyhow::Res
         anyhow::bail!("GATEWAY_ADMIN_PASSWORD must have at least {MIN_PASSWORD_LEN} characters");
     }
     let existing = store.user_by_username(LOCAL_ADMIN).await?;
-    if let Some(u) = &existing {
-        if u.role == "admin" && password::verify(password.to_owned(), u.password_hash.clone()).await
-        {
-            return Ok(());
-        }
+    if let Some(u) = &existing
+        && u.role == "admin"
+        && password::verify(password.to_owned(), u.password_hash.clone()).await
+    {
+        return Ok(());
     }
     let hash = password::hash(password.to_owned())
         .await

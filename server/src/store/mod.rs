@@ -111,7 +111,7 @@ impl Store {
                     .bind(&r.user_id)
                     .bind(r.endpoint)
                     .bind(&r.model)
-                    .bind(&r.provider)
+                    .bind(r.provider)
                     .bind(&r.deployment)
                     .bind(r.stream)
                     .bind(i64::from(r.status))

@@ -158,7 +158,7 @@ fn error(status: StatusCode, message: &str, kind: &str) -> Response {
 
 /// Checks the key like OpenAI does, echoing what was presented in the message (as OpenAI
 /// echoes part of it), which the gateway must never pass on.
-fn check_auth(st: &MockState, headers: &HeaderMap) -> Result<(), Response> {
+fn check_auth(st: &MockState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(expected) = &st.api_key else {
         return Ok(());
     };
@@ -173,11 +173,11 @@ fn check_auth(st: &MockState, headers: &HeaderMap) -> Result<(), Response> {
     if ok {
         Ok(())
     } else {
-        Err(error(
+        Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             &format!("Incorrect API key provided: {presented}"),
             "invalid_request_error",
-        ))
+        )))
     }
 }
 
@@ -198,7 +198,7 @@ fn record(st: &MockState, endpoint: &str, model: &str, body: &Value, usage: Opti
 
 async fn chat(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(resp) = check_auth(&st, &headers) {
-        return resp;
+        return *resp;
     }
     let Ok(raw) = serde_json::from_slice::<Value>(&body) else {
         return error(
@@ -291,7 +291,7 @@ async fn chat(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Bytes)
 
 async fn embeddings(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(resp) = check_auth(&st, &headers) {
-        return resp;
+        return *resp;
     }
     let Ok(raw) = serde_json::from_slice::<Value>(&body) else {
         return error(

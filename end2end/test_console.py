@@ -1,0 +1,107 @@
+"""The console in Chromium (Debian's, driven by Playwright): sign in, the Overview, sign
+out, a wrong password — once hydrated (the WASM bundle is served and runs) and once with
+JavaScript off (every form still works as a plain POST → redirect → GET)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from conftest import CHAT_MODEL, CONFIGURED_MODELS
+
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(params=["js", "no-js"])
+def page(request, browser, gateway):
+    js = request.param == "js"
+    context = browser.new_context(java_script_enabled=js, base_url=gateway.url)
+    context.set_default_timeout(TIMEOUT_MS)
+    pg = context.new_page()
+    pg.js = js  # type: ignore[attr-defined]
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    failed: list[str] = []
+    pg.on("requestfailed", lambda r: failed.append(f"{r.method} {r.url}: {r.failure}"))
+    pg.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 500 else None)
+    try:
+        yield pg
+        assert errors == [], f"errors in the browser: {errors}"
+        assert failed == [], f"failed requests: {failed}"
+    finally:
+        context.close()
+
+
+def wait_hydrated(page: Page) -> None:
+    """With JavaScript: the layout says hydration ran. Without: it stays server-rendered."""
+    if page.js:  # type: ignore[attr-defined]
+        expect(page.locator('.shell[data-hydrated="true"]')).to_have_count(1)
+    else:
+        expect(page.locator(".shell")).to_have_attribute("data-hydrated", "false")
+
+
+def sign_in(page: Page, password: str) -> None:
+    page.goto("/login")
+    expect(page.locator("input[name=username]")).to_have_value("admin")
+    page.fill("input[name=password]", password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_sign_in_overview_sign_out(page: Page, gateway):
+    # Signed out, the Overview sends the visitor to the sign-in page.
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login$"))
+
+    sign_in(page, gateway.admin_password)
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator("h1")).to_have_text("Overview")
+    wait_hydrated(page)
+    expect(page.locator("[data-testid=who]")).to_have_text(re.compile(r"admin\s*·\s*admin"))
+    for stat in ("stat-models", "stat-requests", "stat-tokens"):
+        expect(page.locator(f"[data-testid={stat}] .value")).to_have_text(re.compile(r"^\d+$"))
+    expect(page.locator("[data-testid=stat-models] .value")).to_have_text(str(len(CONFIGURED_MODELS)))
+    table = page.locator("table")
+    for model in CONFIGURED_MODELS:
+        expect(table.get_by_role("cell", name=model, exact=True)).to_have_count(1)
+    expect(page.get_by_role("navigation").get_by_role("link")).to_have_text(
+        ["Overview", "Keys", "Teams", "Spend", "Audit", "Models", "Settings"]
+    )
+
+    # Navigate within the console and come back: the session holds.
+    page.get_by_role("link", name="Keys").click()
+    expect(page).to_have_url(re.compile(r"/keys$"))
+    expect(page.locator("h1")).to_have_text("Keys")
+    page.get_by_role("link", name="Overview").click()
+    expect(page.locator("h1")).to_have_text("Overview")
+    expect(page.get_by_role("cell", name=CHAT_MODEL, exact=True)).to_have_count(1)
+
+    page.locator("[data-testid=sign-out]").click()
+    expect(page).to_have_url(re.compile(r"/login\?signed_out=1$"))
+    expect(page.get_by_text("You are signed out.")).to_be_visible()
+
+    # The session is gone on the server, not only in the page.
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.goto("/keys")
+    expect(page).to_have_url(re.compile(r"/login$"))
+
+
+def test_wrong_password_is_refused(page: Page, gateway):
+    sign_in(page, gateway.admin_password + "-wrong")
+    expect(page).to_have_url(re.compile(r"/login\?error=invalid$"))
+    expect(page.locator("[data-testid=login-error]")).to_be_visible()
+    expect(page.locator("[data-testid=login-error]")).to_have_text("Invalid user name or password.")
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login$"))
+
+
+def test_site_assets_are_served(gateway):
+    """The hydration bundle the browser test relies on."""
+    for path, kind in (("/pkg/gateway.js", "javascript"), ("/pkg/gateway_bg.wasm", "application/wasm")):
+        status, headers, body = gateway.request("GET", path, auth=False)
+        assert status == 200, path
+        assert kind in headers.get("Content-Type", ""), (path, headers.get("Content-Type"))
+        assert len(body) > 1000

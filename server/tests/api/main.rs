@@ -1,0 +1,12 @@
+//! Integration tests: the gateway in-process on port 0, against the project's mock
+//! upstream, on a fresh SQLite file and on a fresh PostgreSQL database per test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod config_cli;
+mod console;
+mod errors;
+mod ledger;
+mod proxy;
+mod server;
