@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    gateway::telemetry::init(config.server.log_format);
+    let _log_guard = gateway::telemetry::init(config.server.log_format);
     // The demo without GATEWAY_MASTER_KEY gets a fresh random key, shown on the terminal
     // below (never logged), so a first run needs no set-up at all.
     if config.demo && config.server.master_key.is_none() {

@@ -142,11 +142,12 @@ async fn gate(State(st): State<ConsoleState>, req: Request, next: Next) -> Respo
         return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
     let path = req.uri().path().to_owned();
-    if !is_public(&path) && req.method() == Method::GET {
+    let reads = req.method() == Method::GET || req.method() == Method::HEAD;
+    if !is_public(&path) && reads {
         if st.console.current_user(req.headers()).await.is_none() {
             return Redirect::to("/login").into_response();
         }
-    } else if path == "/setup" && req.method() == Method::GET && !st.console.setup_needed().await {
+    } else if path == "/setup" && reads && !st.console.setup_needed().await {
         return Redirect::to("/login").into_response();
     }
     next.run(req).await
