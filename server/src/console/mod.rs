@@ -57,26 +57,11 @@ impl Console {
 
     /// `__Host-` needs `Secure`, which browsers only keep over https.
     pub fn cookie_name(&self) -> &'static str {
-        if self.secure_cookies {
-            "__Host-gateway_session"
-        } else {
-            "gateway_session"
-        }
+        cookie_name(self.secure_cookies)
     }
 
     fn cookie(&self, value: &str, max_age: Option<Duration>) -> String {
-        let mut c = format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Lax",
-            self.cookie_name()
-        );
-        if self.secure_cookies {
-            c.push_str("; Secure");
-        }
-        match max_age {
-            Some(d) => c.push_str(&format!("; Max-Age={}", d.as_secs())),
-            None => c.push_str("; Max-Age=0"),
-        }
-        c
+        session_cookie(self.secure_cookies, value, max_age)
     }
 
     fn session_token(&self, headers: &HeaderMap) -> Option<String> {
@@ -91,6 +76,31 @@ impl Console {
             .map(|(_, v)| v.to_owned())
             .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
     }
+}
+
+fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-gateway_session"
+    } else {
+        "gateway_session"
+    }
+}
+
+/// The session cookie: never readable by scripts, not sent on cross-site subrequests,
+/// `Secure` with the `__Host-` prefix when the console is served over https.
+fn session_cookie(secure: bool, value: &str, max_age: Option<Duration>) -> String {
+    let mut c = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax",
+        cookie_name(secure)
+    );
+    if secure {
+        c.push_str("; Secure");
+    }
+    match max_age {
+        Some(d) => c.push_str(&format!("; Max-Age={}", d.as_secs())),
+        None => c.push_str("; Max-Age=0"),
+    }
+    c
 }
 
 fn now_ms() -> i64 {
@@ -285,4 +295,23 @@ pub async fn ensure_admin_password(store: &Store, password: &str) -> anyhow::Res
     store.delete_user_sessions(&id).await?;
     tracing::info!("local admin password set from GATEWAY_ADMIN_PASSWORD");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_secure_behind_https() {
+        let plain = session_cookie(false, "abc", Some(Duration::from_secs(60)));
+        assert_eq!(
+            plain,
+            "gateway_session=abc; Path=/; HttpOnly; SameSite=Lax; Max-Age=60"
+        );
+        let https = session_cookie(true, "abc", None);
+        assert_eq!(
+            https,
+            "__Host-gateway_session=abc; Path=/; HttpOnly; SameSite=Lax; Secure; Max-Age=0"
+        );
+    }
 }

@@ -67,6 +67,8 @@ async fn sign_in_overview_sign_out(b: Backend) {
         assert_eq!(r.status(), 303, "{path}");
         assert_eq!(r.headers()[LOCATION], "/login");
     }
+    let head = app.http.head(format!("{}/", app.url)).send().await.unwrap();
+    assert_eq!(head.status(), 303, "HEAD is gated like GET");
     let r = form(&app, "/api/overview", &[]).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let login = app
