@@ -13,6 +13,10 @@ ROOT=$(pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/ai-gateway/target}"
 export PATH="$HOME/.cargo/bin:$PATH"
 CARGO_LEPTOS_VERSION=0.3.6
+# cargo-leptos runs wasm-opt on release builds (and would try to download one). Debian's
+# binaryen 108 emits a module whose externref table export breaks hydration; the npm
+# registry's binaryen 132 is correct.
+BINARYEN_VERSION=132
 # wasm-bindgen-cli must be the exact version of the wasm-bindgen crate in Cargo.lock.
 WASM_BINDGEN_VERSION=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 
@@ -36,6 +40,10 @@ setup_rust() {
     log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
     # Not --locked: its own lockfile pins a crate the registry mirror lacks.
     cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+  fi
+  if ! wasm-opt --version 2>/dev/null | grep -q "version $BINARYEN_VERSION "; then
+    log "installing wasm-opt (binaryen $BINARYEN_VERSION from npm)"
+    $SUDO npm install -g --force "binaryen@$BINARYEN_VERSION.0.0"
   fi
 }
 

@@ -10,6 +10,7 @@ and CI machines.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -153,8 +154,6 @@ class MockUpstream:
     def calls(self) -> dict:
         status, _, body = http_request("GET", f"{self.url}/__mock/calls")
         assert status == 200, body
-        import json
-
         return json.loads(body)
 
     def reset(self) -> None:

@@ -22,6 +22,7 @@ venv="${E2E_VENV:-/var/cache/ai-gateway/venv}"
 
 # Never let Playwright fetch a browser: the suite drives Debian's /usr/bin/chromium.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+export PYTHONDONTWRITEBYTECODE=1
 
 for bin in "$GATEWAY_BIN" "$MOCK_BIN"; do
     if [[ ! -x "$bin" ]]; then
@@ -30,8 +31,8 @@ for bin in "$GATEWAY_BIN" "$MOCK_BIN"; do
         exit 2
     fi
 done
-if [[ ! -f "$GATEWAY_SITE_ROOT/pkg/gateway_bg.wasm" ]]; then
-    echo "end2end: $GATEWAY_SITE_ROOT/pkg/gateway_bg.wasm is missing; run cargo leptos build --release" >&2
+if ! compgen -G "$GATEWAY_SITE_ROOT/pkg/*.wasm" >/dev/null; then
+    echo "end2end: no $GATEWAY_SITE_ROOT/pkg/*.wasm; run cargo leptos build --release" >&2
     exit 2
 fi
 if [[ ! -x /usr/bin/chromium ]]; then

@@ -190,6 +190,16 @@ def mock_chat_usage(messages: list[dict], max_tokens: int | None = None) -> tupl
     return " ".join(reply), prompt, len(reply)
 
 
+def sse_text(raw: bytes) -> str:
+    """The assistant text of a raw chat completion SSE stream."""
+    text = []
+    for line in raw.decode().splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            for choice in json.loads(line[6:]).get("choices", []):
+                text.append(choice.get("delta", {}).get("content") or "")
+    return "".join(text)
+
+
 def mock_embedding_tokens(texts: Iterable[str]) -> int:
     return sum(max(1, words(t)) for t in texts)
 
@@ -211,13 +221,16 @@ class ConsoleSession:
             "POST",
             f"{self.base_url}/api/sign_in",
             body=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            # As a browser's plain form post: the server answers with a redirect.
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html"},
             opener=self.opener,
         )
         return status, headers.get("Location", "")
 
     def get(self, path: str) -> tuple[int, str, str]:
-        status, headers, body = http_request("GET", f"{self.base_url}{path}", opener=self.opener)
+        status, headers, body = http_request(
+            "GET", f"{self.base_url}{path}", headers={"Accept": "text/html"}, opener=self.opener
+        )
         return status, headers.get("Location", ""), body.decode(errors="replace")
 
 

@@ -14,6 +14,16 @@ def overview(console: ConsoleSession) -> str:
     return html
 
 
+def overview_when(console: ConsoleSession, requests: int) -> str:
+    """The Overview once it counts `requests` requests (ledger rows land in batches)."""
+
+    def probe():
+        html = overview(console)
+        return html if stat_value(html, "stat-requests") == requests else None
+
+    return wait_for(f"the Overview to count {requests} requests", probe, timeout=10)
+
+
 def test_overview_counts_requests_and_tokens(fresh_gateway):
     gw = fresh_gateway()
     console = ConsoleSession(gw.url)
@@ -52,21 +62,13 @@ def test_overview_counts_requests_and_tokens(fresh_gateway):
     expected_tokens += mock_embedding_tokens(texts)
     calls += 1
 
-    html = wait_for(
-        f"the Overview to count {calls} requests",
-        lambda: (h := overview(console)) if stat_value(h, "stat-requests") == calls else None,
-        timeout=10,
-    )
+    html = overview_when(console, calls)
     assert stat_value(html, "stat-tokens") == expected_tokens
     assert stat_sub(html, "stat-requests").startswith("0 failed")
 
     # A failed upstream call is a request too, and shows as failed.
     status, _, _ = gw.request("POST", "/v1/chat/completions", body={"model": WRONG_KEY_MODEL, "messages": [{"role": "user", "content": "x"}]})
     assert status == 502
-    html = wait_for(
-        f"the Overview to count {calls + 1} requests",
-        lambda: (h := overview(console)) if stat_value(h, "stat-requests") == calls + 1 else None,
-        timeout=10,
-    )
+    html = overview_when(console, calls + 1)
     assert stat_sub(html, "stat-requests").startswith("1 failed")
     assert gw.database.ledger_count() == calls + 1

@@ -38,7 +38,7 @@ def test_chat_completion(gateway, mock_upstream, model):
     assert resp.choices[0].message.content == text == "Mock reply: Tell me about the quick brown fox"
     assert resp.choices[0].finish_reason == "stop"
     assert resp.usage is not None
-    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (prompt, completion) == (15, 9)
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (prompt, completion) == (16, 9)
     assert resp.usage.total_tokens == prompt + completion
     assert raw.headers.get("x-request-id")
     assert raw.headers.get("x-gateway-deployment")

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from conftest import CHAT_MODEL, EMBED_MODEL, WRONG_KEY_MODEL
-from support import ConsoleSession, find_secrets, wait_for
+from support import ConsoleSession, find_secrets, sse_text, wait_for
 
 MESSAGES = [{"role": "user", "content": "Is my key safe with you"}]
 
@@ -46,7 +46,7 @@ def ordinary_traffic(gateway) -> list[str]:
         model=CHAT_MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     ) as resp:
         ids.append(resp.headers["x-request-id"])
-        assert "Mock reply:" in resp.read().decode()
+        assert sse_text(resp.read()).startswith("Mock reply: Is my key safe")
     raw = client.embeddings.with_raw_response.create(model=EMBED_MODEL, input="secret keeping")
     ids.append(raw.headers["x-request-id"])
     return ids

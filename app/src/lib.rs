@@ -11,6 +11,7 @@ pub mod port;
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
+    SsrMode,
     components::{ParentRoute, Route, Router, Routes},
     path,
 };
@@ -49,7 +50,10 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <NotFound /> }>
                 <Route path=path!("/login") view=LoginPage />
                 <Route path=path!("/setup") view=SetupPage />
-                <ParentRoute path=path!("") view=Layout>
+                // Async: the server waits for the page's data and sends it in the HTML
+                // itself, so a browser without JavaScript sees it (streamed Suspense
+                // fragments need a script to be swapped in).
+                <ParentRoute path=path!("") view=Layout ssr=SsrMode::Async>
                     <Route path=path!("") view=OverviewPage />
                     <Route path=path!("keys") view=KeysPage />
                     <Route path=path!("teams") view=TeamsPage />

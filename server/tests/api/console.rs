@@ -112,6 +112,12 @@ async fn sign_in_overview_sign_out(b: Backend) {
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("<h1>Overview</h1>"), "{html}");
+    // The data is in the document itself, not in streamed fragments that need a script.
+    assert!(
+        !html.contains("<template") && !html.contains("Loading…"),
+        "{html}"
+    );
+    assert!(html.contains("data-testid=\"stat-requests\""), "{html}");
     assert!(
         html.contains("gpt-test") && html.contains("embed-test"),
         "models listed"
