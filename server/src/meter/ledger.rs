@@ -21,6 +21,7 @@ pub struct LedgerWriter {
 }
 
 const MAX_BATCH: usize = 500;
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 impl LedgerWriter {
     /// Starts the writer task on the current runtime.
@@ -49,23 +50,31 @@ impl LedgerWriter {
 
 async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut batch: Vec<LedgerRow> = Vec::with_capacity(MAX_BATCH);
+    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut acks = Vec::new();
-        let mut push = |m: Msg, batch: &mut Vec<LedgerRow>| match m {
+        let take = |m: Msg, batch: &mut Vec<LedgerRow>, acks: &mut Vec<oneshot::Sender<()>>| match m
+        {
             Msg::Row(r) => batch.push(*r),
             Msg::Flush(a) => acks.push(a),
         };
-        push(first, &mut batch);
+        take(first, &mut batch, &mut acks);
+        // A short window lets rows gather, so light traffic writes one transaction per
+        // window rather than one per request (the database work then competes less with
+        // requests for CPU); under heavy load batches fill up at once anyway. A flush
+        // does not wait.
+        if acks.is_empty() {
+            tokio::time::sleep(BATCH_WINDOW).await;
+        }
         // Whatever queued up meanwhile joins this batch: batches grow with load.
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(m) => push(m, &mut batch),
+                Ok(m) => take(m, &mut batch, &mut acks),
                 Err(_) => break,
             }
         }
         write_with_retry(&store, &batch).await;
         batch.clear();
-        for a in acks {
+        for a in acks.drain(..) {
             let _ = a.send(());
         }
     }
