@@ -124,6 +124,8 @@ pub enum LogFormat {
 pub enum ProviderKind {
     Openai,
     OpenaiCompatible,
+    Azure,
+    Anthropic,
     Mock,
 }
 
@@ -132,6 +134,8 @@ impl ProviderKind {
         match self {
             ProviderKind::Openai => "openai",
             ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Anthropic => "anthropic",
             ProviderKind::Mock => "mock",
         }
     }
@@ -157,6 +161,15 @@ pub struct DeploymentConfig {
     /// Longest silence between two pieces of an upstream body or stream.
     #[serde(default = "defaults::idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// Azure: the data-plane `api-version` (default 2024-10-21).
+    pub api_version: Option<String>,
+    /// Translating providers: drop request parameters the provider cannot honour instead
+    /// of answering 400.
+    #[serde(default)]
+    pub drop_unsupported_params: bool,
+    /// `max_tokens` for providers that need one when the client sends none (Anthropic;
+    /// default 4096).
+    pub default_max_tokens: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,6 +322,9 @@ impl Config {
                 weight: 1,
                 first_byte_timeout_ms: defaults::first_byte_timeout_ms(),
                 idle_timeout_ms: defaults::idle_timeout_ms(),
+                api_version: None,
+                drop_unsupported_params: false,
+                default_max_tokens: None,
             })
             .collect();
         Config {
@@ -393,6 +409,13 @@ impl Config {
                     "timeouts must be above 0",
                 ));
             }
+            if d.api_version.is_some() && d.provider != ProviderKind::Azure {
+                return Err(ConfigError::new(
+                    file,
+                    at("api_version"),
+                    "is only used by provider \"azure\"",
+                ));
+            }
             match d.provider {
                 ProviderKind::Mock => {
                     if d.base_url.is_some() {
@@ -423,6 +446,40 @@ impl Config {
                     }
                     if d.base_url.is_none() {
                         d.base_url = Url::parse("https://api.openai.com/v1").ok();
+                    }
+                }
+                ProviderKind::Azure => {
+                    if d.base_url.is_none() {
+                        return Err(ConfigError::new(
+                            file,
+                            at("base_url"),
+                            "is required for provider \"azure\" (https://RESOURCE.openai.azure.com)",
+                        ));
+                    }
+                    if d.api_key
+                        .as_ref()
+                        .is_none_or(|k| k.expose_secret().is_empty())
+                    {
+                        return Err(ConfigError::new(
+                            file,
+                            at("api_key"),
+                            "is required for provider \"azure\"",
+                        ));
+                    }
+                }
+                ProviderKind::Anthropic => {
+                    if d.api_key
+                        .as_ref()
+                        .is_none_or(|k| k.expose_secret().is_empty())
+                    {
+                        return Err(ConfigError::new(
+                            file,
+                            at("api_key"),
+                            "is required for provider \"anthropic\"",
+                        ));
+                    }
+                    if d.base_url.is_none() {
+                        d.base_url = Url::parse("https://api.anthropic.com").ok();
                     }
                 }
                 ProviderKind::OpenaiCompatible => {

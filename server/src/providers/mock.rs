@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{ChatReply, EmbeddingsReply};
+use super::{ChatReply, EmbeddingsReply, shape};
 use crate::dialect::openai::{ChatRequest, EmbeddingsRequest};
 use crate::meter::Usage;
 
@@ -92,60 +92,26 @@ pub fn reply_for(req: &ChatRequest) -> (Vec<String>, Usage) {
     (words, usage)
 }
 
-pub fn usage_json(u: Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-    })
-}
-
 pub fn completion_body(id: &str, model: &str, text: &str, usage: Usage) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": now_secs(),
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": null},
-            "logprobs": null,
-            "finish_reason": "stop",
-        }],
-        "usage": usage_json(usage),
-    })
+    shape::completion(id, model, Some(text), &[], "stop", usage)
 }
 
 /// The SSE payloads of a streamed completion: a role chunk, one chunk per word, the finish
 /// chunk, the usage chunk (always; the gateway strips it unless the client asked), `[DONE]`.
 pub fn stream_events(id: &str, model: &str, words: &[String], usage: Usage) -> Vec<String> {
-    let created = now_secs();
-    let chunk = |delta: Value, finish: Value| {
-        json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        })
-        .to_string()
-    };
+    let c = shape::Chunks::new(id, model);
     let mut out = Vec::with_capacity(words.len() + 4);
-    out.push(chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    ));
+    out.push(c.role());
     for (i, w) in words.iter().enumerate() {
-        let piece = if i == 0 { w.clone() } else { format!(" {w}") };
-        out.push(chunk(json!({"content": piece}), Value::Null));
+        out.push(if i == 0 {
+            c.text(w)
+        } else {
+            c.text(&format!(" {w}"))
+        });
     }
-    out.push(chunk(json!({}), json!("stop")));
-    out.push(
-        json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [], "usage": usage_json(usage),
-        })
-        .to_string(),
-    );
-    out.push("[DONE]".to_owned());
+    out.push(c.finish("stop"));
+    out.push(c.usage(usage));
+    out.push(shape::DONE.to_owned());
     out
 }
 
@@ -182,10 +148,4 @@ pub fn embeddings_body(texts: &[String], model: &str) -> (Value, Usage) {
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     });
     (body, usage)
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
