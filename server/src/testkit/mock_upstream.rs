@@ -46,9 +46,24 @@ struct Counters {
 }
 
 pub struct MockState {
-    api_key: Option<String>,
+    pub(crate) api_key: Option<String>,
     counters: Mutex<Counters>,
-    release: Notify,
+    pub(crate) release: Notify,
+}
+
+impl MockState {
+    /// Whether a presented credential is the configured key (any, when none is set), and
+    /// remembers the answer as `last_authorization_ok`.
+    pub(crate) fn key_ok(&self, presented: Option<&str>) -> bool {
+        let ok = match &self.api_key {
+            None => true,
+            Some(k) => presented == Some(k.as_str()),
+        };
+        if let Ok(mut c) = self.counters.lock() {
+            c.last_authorization_ok = Some(ok);
+        }
+        ok
+    }
 }
 
 pub struct MockUpstream {
@@ -141,7 +156,8 @@ fn calls_json(st: &MockState) -> Value {
     })
 }
 
-fn error(status: StatusCode, message: &str, kind: &str) -> Response {
+/// An OpenAI-shaped error response.
+pub(crate) fn error(status: StatusCode, message: &str, kind: &str) -> Response {
     let mut resp = (
         status,
         axum::Json(
@@ -181,11 +197,12 @@ fn check_auth(st: &MockState, headers: &HeaderMap) -> Result<(), Box<Response>> 
     }
 }
 
-fn record(st: &MockState, endpoint: &str, model: &str, body: &Value, usage: Option<Usage>) {
+/// Counts a call (per endpoint and model), adds its usage, keeps its body as `last_body`.
+pub(crate) fn record(st: &MockState, endpoint: &str, model: &str, body: &Value, usage: Option<Usage>) {
     if let Ok(mut c) = st.counters.lock() {
         match endpoint {
-            "chat" => c.chat += 1,
-            _ => c.embeddings += 1,
+            "embeddings" => c.embeddings += 1,
+            _ => c.chat += 1,
         }
         *c.by_model.entry(model.to_owned()).or_default() += 1;
         if let Some(u) = usage {
