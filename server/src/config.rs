@@ -41,6 +41,14 @@ pub struct Config {
     pub deployments: Vec<DeploymentConfig>,
     #[serde(default)]
     pub prices: Vec<PriceConfig>,
+    #[serde(default)]
+    pub router: RouterConfig,
+    /// Per model group settings (strategy).
+    #[serde(default)]
+    pub model_groups: Vec<ModelGroupConfig>,
+    /// Where a group's requests go when the whole group fails.
+    #[serde(default)]
+    pub fallbacks: Vec<FallbackConfig>,
     /// Set by the loader, never by the file: true when no config file was given.
     #[serde(skip)]
     pub demo: bool,
@@ -126,7 +134,9 @@ pub enum ProviderKind {
     OpenaiCompatible,
     Azure,
     Anthropic,
+    Gemini,
     Mock,
+    Bedrock,
 }
 
 impl ProviderKind {
@@ -136,7 +146,9 @@ impl ProviderKind {
             ProviderKind::OpenaiCompatible => "openai-compatible",
             ProviderKind::Azure => "azure",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
             ProviderKind::Mock => "mock",
+            ProviderKind::Bedrock => "bedrock",
         }
     }
 }
@@ -170,6 +182,93 @@ pub struct DeploymentConfig {
     /// `max_tokens` for providers that need one when the client sends none (Anthropic;
     /// default 4096).
     pub default_max_tokens: Option<u32>,
+    /// Bedrock: the AWS region (`us-east-1`); picks the default endpoint and signs requests.
+    pub region: Option<String>,
+    /// Bedrock: the AWS access key id (write `"${AWS_ACCESS_KEY_ID}"`).
+    pub aws_access_key_id: Option<SecretString>,
+    /// Bedrock: the AWS secret access key (write `"${AWS_SECRET_ACCESS_KEY}"`).
+    pub aws_secret_access_key: Option<SecretString>,
+    /// Bedrock: the session token of temporary credentials, if any.
+    pub aws_session_token: Option<SecretString>,
+    /// Requests per minute this deployment takes at most (then others of the group serve).
+    pub rpm: Option<u32>,
+    /// Tokens per minute this deployment takes at most.
+    pub tpm: Option<u64>,
+}
+
+/// How the router retries and cools deployments down.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Further attempts after the first, within a group (each before any byte reached the client).
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+    /// First backoff; doubles per retry, with full jitter, capped by `max_backoff_ms`.
+    #[serde(default = "defaults::backoff_ms")]
+    pub backoff_ms: u64,
+    #[serde(default = "defaults::max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Consecutive failures that put a deployment in cooldown.
+    #[serde(default = "defaults::cooldown_failures")]
+    pub cooldown_failures: u32,
+    /// How long a deployment cools down before one request probes it again.
+    #[serde(default = "defaults::cooldown_ms")]
+    pub cooldown_ms: u64,
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            retries: defaults::retries(),
+            backoff_ms: defaults::backoff_ms(),
+            max_backoff_ms: defaults::max_backoff_ms(),
+            cooldown_failures: defaults::cooldown_failures(),
+            cooldown_ms: defaults::cooldown_ms(),
+            strategy: Strategy::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    #[default]
+    Weighted,
+    LeastBusy,
+    LowestLatency,
+    LowestCost,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelGroupConfig {
+    pub model: String,
+    pub strategy: Strategy,
+}
+
+/// Why a group failed, for choosing a fallback.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackTrigger {
+    /// Upstream errors (5xx, rate limits, refused connections, broken responses).
+    Error,
+    Timeout,
+    ContextWindow,
+    ContentPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// The group whose failures this covers.
+    pub model: String,
+    /// Groups to try, in order.
+    pub to: Vec<String>,
+    /// Failures that trigger it (default: error and timeout).
+    #[serde(default = "defaults::fallback_on")]
+    pub on: Vec<FallbackTrigger>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +304,27 @@ mod defaults {
     }
     pub fn weight() -> u32 {
         1
+    }
+    pub fn retries() -> u32 {
+        2
+    }
+    pub fn backoff_ms() -> u64 {
+        100
+    }
+    pub fn max_backoff_ms() -> u64 {
+        2_000
+    }
+    pub fn cooldown_failures() -> u32 {
+        3
+    }
+    pub fn cooldown_ms() -> u64 {
+        30_000
+    }
+    pub fn fallback_on() -> Vec<super::FallbackTrigger> {
+        vec![
+            super::FallbackTrigger::Error,
+            super::FallbackTrigger::Timeout,
+        ]
     }
     pub fn first_byte_timeout_ms() -> u64 {
         120_000
@@ -325,12 +445,21 @@ impl Config {
                 api_version: None,
                 drop_unsupported_params: false,
                 default_max_tokens: None,
+                region: None,
+                aws_access_key_id: None,
+                aws_secret_access_key: None,
+                aws_session_token: None,
+                rpm: None,
+                tpm: None,
             })
             .collect();
         Config {
             server: ServerConfig::default(),
             deployments,
             prices: Vec::new(),
+            router: RouterConfig::default(),
+            model_groups: Vec::new(),
+            fallbacks: Vec::new(),
             demo: true,
         }
     }
@@ -416,7 +545,61 @@ impl Config {
                     "is only used by provider \"azure\"",
                 ));
             }
+            if d.provider != ProviderKind::Bedrock {
+                for (name, set) in [
+                    ("region", d.region.is_some()),
+                    ("aws_access_key_id", d.aws_access_key_id.is_some()),
+                    ("aws_secret_access_key", d.aws_secret_access_key.is_some()),
+                    ("aws_session_token", d.aws_session_token.is_some()),
+                ] {
+                    if set {
+                        return Err(ConfigError::new(
+                            file,
+                            at(name),
+                            "is only used by provider \"bedrock\"",
+                        ));
+                    }
+                }
+            }
             match d.provider {
+                ProviderKind::Bedrock => {
+                    let region = d.region.as_deref().unwrap_or("");
+                    if region.is_empty()
+                        || !region
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    {
+                        return Err(ConfigError::new(
+                            file,
+                            at("region"),
+                            "is required for provider \"bedrock\" (an AWS region such as us-east-1)",
+                        ));
+                    }
+                    for (name, key) in [
+                        ("aws_access_key_id", &d.aws_access_key_id),
+                        ("aws_secret_access_key", &d.aws_secret_access_key),
+                    ] {
+                        if key.as_ref().is_none_or(|k| k.expose_secret().is_empty()) {
+                            return Err(ConfigError::new(
+                                file,
+                                at(name),
+                                "is required for provider \"bedrock\"",
+                            ));
+                        }
+                    }
+                    if d.api_key.is_some() {
+                        return Err(ConfigError::new(
+                            file,
+                            at("api_key"),
+                            "is not used by provider \"bedrock\" (use aws_access_key_id and aws_secret_access_key)",
+                        ));
+                    }
+                    if d.base_url.is_none() {
+                        d.base_url =
+                            Url::parse(&format!("https://bedrock-runtime.{region}.amazonaws.com"))
+                                .ok();
+                    }
+                }
                 ProviderKind::Mock => {
                     if d.base_url.is_some() {
                         return Err(ConfigError::new(
@@ -482,6 +665,21 @@ impl Config {
                         d.base_url = Url::parse("https://api.anthropic.com").ok();
                     }
                 }
+                ProviderKind::Gemini => {
+                    if d.api_key
+                        .as_ref()
+                        .is_none_or(|k| k.expose_secret().is_empty())
+                    {
+                        return Err(ConfigError::new(
+                            file,
+                            at("api_key"),
+                            "is required for provider \"gemini\"",
+                        ));
+                    }
+                    if d.base_url.is_none() {
+                        d.base_url = Url::parse("https://generativelanguage.googleapis.com").ok();
+                    }
+                }
                 ProviderKind::OpenaiCompatible => {
                     if d.base_url.is_none() {
                         return Err(ConfigError::new(
@@ -521,6 +719,50 @@ impl Config {
                 ));
             }
             d.id = Some(id);
+        }
+        let models: HashSet<&str> = self.deployments.iter().map(|d| d.model.as_str()).collect();
+        for (i, g) in self.model_groups.iter().enumerate() {
+            if !models.contains(g.model.as_str()) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("model_groups[{i}].model"),
+                    format!("no deployment serves {:?}", g.model),
+                ));
+            }
+        }
+        for (i, f) in self.fallbacks.iter().enumerate() {
+            if !models.contains(f.model.as_str()) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("fallbacks[{i}].model"),
+                    format!("no deployment serves {:?}", f.model),
+                ));
+            }
+            if f.to.is_empty() || f.on.is_empty() {
+                return Err(ConfigError::new(
+                    file,
+                    format!("fallbacks[{i}]"),
+                    "`to` and `on` must not be empty",
+                ));
+            }
+            if let Some(t) =
+                f.to.iter()
+                    .find(|t| !models.contains(t.as_str()) || **t == f.model)
+            {
+                return Err(ConfigError::new(
+                    file,
+                    format!("fallbacks[{i}].to"),
+                    format!("{t:?} is not another configured model"),
+                ));
+            }
+        }
+        if self.router.backoff_ms > self.router.max_backoff_ms || self.router.cooldown_failures == 0
+        {
+            return Err(ConfigError::new(
+                file,
+                "router",
+                "backoff_ms must not exceed max_backoff_ms, and cooldown_failures must be at least 1",
+            ));
         }
         let mut priced = HashSet::new();
         for (i, p) in self.prices.iter().enumerate() {
@@ -799,5 +1041,45 @@ weight = 3
         let d = Config::load(None, None, &env(&[])).unwrap();
         assert!(d.demo);
         assert_eq!(d.deployments.len(), 2);
+    }
+
+    #[test]
+    fn bedrock_needs_region_and_keys() {
+        let e = env(&[
+            ("MK", "0123456789abcdef0"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ]);
+        let base = "[server]\nmaster_key=\"${MK}\"\n[[deployments]]\nmodel=\"m\"\nprovider=\"bedrock\"\n";
+        let keys = "aws_access_key_id=\"${AWS_ACCESS_KEY_ID}\"\naws_secret_access_key=\"${AWS_SECRET_ACCESS_KEY}\"\n";
+        let check = |text: String| {
+            let mut c = Config::parse(&text, "g.toml", &e)?;
+            c.validate("g.toml").map(|()| c)
+        };
+        let c = check(format!("{base}region=\"eu-west-3\"\n{keys}")).unwrap();
+        let d = &c.deployments[0];
+        assert_eq!(
+            d.base_url.as_ref().unwrap().as_str(),
+            "https://bedrock-runtime.eu-west-3.amazonaws.com/"
+        );
+        assert_eq!(
+            d.aws_access_key_id.as_ref().unwrap().expose_secret(),
+            "AKIDEXAMPLE"
+        );
+        let err = check(format!("{base}{keys}")).unwrap_err();
+        assert_eq!(err.field, "deployments[0].region");
+        let err = check(format!("{base}region=\"EU west\"\n{keys}")).unwrap_err();
+        assert_eq!(err.field, "deployments[0].region");
+        let err = check(format!(
+            "{base}region=\"us-east-1\"\naws_access_key_id=\"${{AWS_ACCESS_KEY_ID}}\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "deployments[0].aws_secret_access_key");
+        let err = check(
+            "[server]\nmaster_key=\"${MK}\"\n[[deployments]]\nmodel=\"m\"\nprovider=\"mock\"\nregion=\"us-east-1\"\n"
+                .to_owned(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "deployments[0].region");
     }
 }

@@ -28,6 +28,7 @@ pub fn router(state: AppState, console: Router) -> Router {
     let v1 = Router::new()
         .route("/chat/completions", post(proxy::chat_completions))
         .route("/embeddings", post(proxy::embeddings))
+        .route("/messages", post(proxy::messages))
         .route("/models", get(proxy::list_models))
         .route("/models/{model}", get(proxy::get_model))
         .fallback(|| async { ApiError::NotFound })
@@ -56,6 +57,10 @@ async fn require_key(State(st): State<AppState>, mut req: Request, next: Next) -
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
+        }
+        // Anthropic clients get Anthropic's error shape.
+        Err(e) if req.uri().path().ends_with("/messages") => {
+            crate::dialect::anthropic::error_response(&e)
         }
         Err(e) => e.into_response(),
     }

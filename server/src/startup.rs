@@ -58,14 +58,15 @@ impl Application {
             .user_agent(concat!("ai-gateway/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;
-        let models = Arc::new(ModelGroups::build(&config, &http));
+        let prices = Arc::new(PriceBook::from_config(&config.prices));
+        let models = Arc::new(ModelGroups::build(&config, &http, &prices));
         let auth = Arc::new(Authenticator::new(config.server.master_key.as_ref()));
         let state = AppState {
             store: store.clone(),
             ledger: LedgerWriter::spawn(store.clone()),
             auth: auth.clone(),
             models: models.clone(),
-            prices: Arc::new(PriceBook::from_config(&config.prices)),
+            prices,
             limits: RequestLimits {
                 max_body_bytes: config.server.max_body_bytes,
                 body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),

@@ -1,5 +1,6 @@
-//! The API dialects the gateway speaks inbound (OpenAI today; Anthropic's Messages API
-//! joins with the provider work), their request types, validation, and the translations
+//! The API dialects the gateway speaks inbound (OpenAI's chat API and Anthropic's Messages
+//! API), their request types, validation, and the translations
 //! between them.
 
+pub mod anthropic;
 pub mod openai;

@@ -138,6 +138,10 @@ impl MeterGuard {
         }
     }
 
+    pub fn row(&self) -> Option<&LedgerRow> {
+        self.row.as_ref()
+    }
+
     pub fn row_mut(&mut self) -> Option<&mut LedgerRow> {
         self.row.as_mut()
     }

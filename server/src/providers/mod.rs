@@ -5,6 +5,8 @@
 //! other than OpenAI's translate at the edge (`dialect/`), never here.
 
 pub mod anthropic;
+pub mod bedrock;
+pub mod gemini;
 pub mod http;
 pub mod mock;
 pub mod openai;
@@ -118,6 +120,8 @@ pub struct CallLimits {
 pub enum Provider {
     OpenAi(openai::OpenAi),
     Anthropic(anthropic::Anthropic),
+    Bedrock(bedrock::Bedrock),
+    Gemini(gemini::Gemini),
     Mock(mock::Mock),
 }
 
@@ -131,6 +135,26 @@ impl Provider {
         let base = d.base_url.as_ref().map_or("", |u| u.as_str());
         match d.provider {
             ProviderKind::Mock => Provider::Mock(mock::Mock),
+            ProviderKind::Bedrock => {
+                let secret = |s: &Option<secrecy::SecretString>| {
+                    s.clone().unwrap_or_else(|| secrecy::SecretString::from(""))
+                };
+                Provider::Bedrock(bedrock::Bedrock::new(
+                    base,
+                    d.region.clone().unwrap_or_default(),
+                    bedrock::AwsCredentials {
+                        access_key_id: secret(&d.aws_access_key_id),
+                        secret_access_key: secret(&d.aws_secret_access_key),
+                        session_token: d.aws_session_token.clone(),
+                    },
+                    Params {
+                        drop_unsupported: d.drop_unsupported_params,
+                        default_max_tokens: d.default_max_tokens,
+                    },
+                    http.clone(),
+                    limits,
+                ))
+            }
             ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
                 Provider::OpenAi(openai::OpenAi::new(
                     base,
@@ -163,6 +187,16 @@ impl Provider {
                 http.clone(),
                 limits,
             )),
+            ProviderKind::Gemini => Provider::Gemini(gemini::Gemini::new(
+                base,
+                d.api_key.clone(),
+                Params {
+                    drop_unsupported: d.drop_unsupported_params,
+                    default_max_tokens: d.default_max_tokens,
+                },
+                http.clone(),
+                limits,
+            )),
         }
     }
 
@@ -174,6 +208,8 @@ impl Provider {
         match self {
             Provider::OpenAi(p) => p.chat(req, upstream_model).await,
             Provider::Anthropic(p) => p.chat(req, upstream_model).await,
+            Provider::Bedrock(p) => p.chat(req, upstream_model).await,
+            Provider::Gemini(p) => p.chat(req, upstream_model).await,
             Provider::Mock(p) => Ok(p.chat(req, upstream_model)),
         }
     }
@@ -189,6 +225,8 @@ impl Provider {
                 param: "model",
                 message: "this model's provider (anthropic) offers no embeddings".into(),
             }),
+            Provider::Gemini(p) => p.embeddings(req, upstream_model).await,
+            Provider::Bedrock(p) => p.embeddings(req, upstream_model).await,
             Provider::Mock(p) => Ok(p.embeddings(req, upstream_model)),
         }
     }

@@ -4,6 +4,7 @@
 //! respond. Each stage lives in its own module.
 
 mod body;
+mod messages;
 mod stream;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -19,14 +20,16 @@ use crate::dialect::openai::{ChatRequest, EmbeddingsRequest};
 use crate::error::ApiError;
 use crate::meter::{LedgerRow, MeterGuard, Usage, micros_to_usd_string};
 use crate::providers::ChatReply;
-use crate::route::Deployment;
+use crate::route::{Deployment, Served};
 use crate::state::AppState;
 use crate::telemetry::RequestId;
 
 pub use body::read_json;
+pub use messages::messages;
 
 pub static X_GATEWAY_DEPLOYMENT: HeaderName = HeaderName::from_static("x-gateway-deployment");
 pub static X_GATEWAY_COST: HeaderName = HeaderName::from_static("x-gateway-cost-usd");
+pub static X_GATEWAY_ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
 
 /// `POST /v1/chat/completions`
 pub async fn chat_completions(
@@ -53,41 +56,88 @@ async fn chat(
         row.stream = req.wants_stream();
     }
     req.validate()?;
-    let dep = st
-        .models
-        .pick(&req.model)
-        .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
-    let Some(m) = meter.as_mut() else {
+    let (reply, served) = complete_chat(st, &req, meter).await?;
+    let Some(mut m) = meter.take() else {
         return Err(ApiError::Internal);
     };
-    attach_deployment(st, m, &dep);
-    m.prompt_chars = req.prompt_chars();
-
-    let reply = dep
-        .provider
-        .chat(&req, &dep.upstream_model)
-        .await
-        .map_err(|e| {
-            tracing::warn!(deployment = %dep.id, error = %e, "upstream call failed");
-            ApiError::from(e)
-        })?;
     match reply {
         ChatReply::Complete { body, usage } => {
-            let Some(mut m) = meter.take() else {
-                return Err(ApiError::Internal);
-            };
             m.mark_first_byte();
             let cost = settle_usage(&mut m, usage);
+            if let Some(u) = usage {
+                served
+                    .deployment
+                    .health
+                    .add_tokens(u.prompt_tokens + u.completion_tokens);
+            }
             m.finish(200, None);
-            Ok(json_response(body, &dep, Some(cost)))
+            let mut resp = json_response(body, &served.deployment, Some(cost));
+            attempts_header(&mut resp, served.attempts);
+            Ok(resp)
         }
         ChatReply::Stream(events) => {
-            let Some(m) = meter.take() else {
-                return Err(ApiError::Internal);
+            let encoder = stream::Encoder::OpenAi {
+                client_wants_usage: req.client_wants_usage(),
             };
-            Ok(stream::respond(events, m, req.client_wants_usage(), &dep))
+            let mut resp = stream::respond(events, m, encoder, served.deployment, served.busy);
+            attempts_header(&mut resp, served.attempts);
+            Ok(resp)
         }
     }
+}
+
+/// Routes a chat request (retries, fallbacks) and puts the serving deployment on the
+/// ledger row; the reply is handed back with its [`Served`] record, whose value is taken.
+pub(crate) async fn complete_chat(
+    st: &AppState,
+    req: &ChatRequest,
+    meter: &mut Option<MeterGuard>,
+) -> Result<(ChatReply, Served<()>), ApiError> {
+    if !st.models.contains(&req.model) {
+        return Err(ApiError::ModelNotFound(req.model.clone()));
+    }
+    if let Some(m) = meter.as_mut() {
+        m.prompt_chars = req.prompt_chars();
+    }
+    let result = st
+        .models
+        .serve(&req.model, |dep| async move {
+            dep.provider.chat(req, &dep.upstream_model).await
+        })
+        .await;
+    match result {
+        Ok(served) => {
+            if let Some(m) = meter.as_mut() {
+                attach_deployment(st, m, &served.deployment);
+            }
+            let Served {
+                value,
+                deployment,
+                attempts,
+                busy,
+            } = served;
+            Ok((
+                value,
+                Served {
+                    value: (),
+                    deployment,
+                    attempts,
+                    busy,
+                },
+            ))
+        }
+        Err(failed) => {
+            if let (Some(m), Some(dep)) = (meter.as_mut(), failed.deployment.as_ref()) {
+                attach_deployment(st, m, dep);
+            }
+            Err(ApiError::from(failed.error))
+        }
+    }
+}
+
+pub(crate) fn attempts_header(resp: &mut Response, attempts: u32) {
+    resp.headers_mut()
+        .insert(X_GATEWAY_ATTEMPTS.clone(), HeaderValue::from(attempts));
 }
 
 /// `POST /v1/embeddings`
@@ -114,26 +164,35 @@ async fn embed(
         row.model.clone_from(&req.model);
     }
     req.validate()?;
-    let dep = st
+    if !st.models.contains(&req.model) {
+        return Err(ApiError::ModelNotFound(req.model.clone()));
+    }
+    let req = &req;
+    let result = st
         .models
-        .pick(&req.model)
-        .ok_or_else(|| ApiError::ModelNotFound(req.model.clone()))?;
+        .serve(&req.model, |dep| async move {
+            dep.provider.embeddings(req, &dep.upstream_model).await
+        })
+        .await;
+    let served = match result {
+        Ok(s) => s,
+        Err(failed) => {
+            if let (Some(m), Some(dep)) = (meter.as_mut(), failed.deployment.as_ref()) {
+                attach_deployment(st, m, dep);
+            }
+            return Err(failed.error.into());
+        }
+    };
     let Some(mut m) = meter.take() else {
         return Err(ApiError::Internal);
     };
-    attach_deployment(st, &mut m, &dep);
-    let reply = match dep.provider.embeddings(&req, &dep.upstream_model).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(deployment = %dep.id, error = %e, "upstream call failed");
-            *meter = Some(m);
-            return Err(e.into());
-        }
-    };
+    attach_deployment(st, &mut m, &served.deployment);
     m.mark_first_byte();
-    let cost = settle_usage(&mut m, reply.usage);
+    let cost = settle_usage(&mut m, served.value.usage);
     m.finish(200, None);
-    Ok(json_response(reply.body, &dep, Some(cost)))
+    let mut resp = json_response(served.value.body, &served.deployment, Some(cost));
+    attempts_header(&mut resp, served.attempts);
+    Ok(resp)
 }
 
 /// `GET /v1/models`
@@ -159,7 +218,7 @@ fn model_object(name: &str) -> serde_json::Value {
     json!({"id": name, "object": "model", "created": 0, "owned_by": "gateway"})
 }
 
-fn new_meter(
+pub(crate) fn new_meter(
     st: &AppState,
     principal: &Principal,
     rid: &RequestId,
@@ -192,7 +251,7 @@ fn new_meter(
     MeterGuard::new(st.ledger.clone(), row, rid.1)
 }
 
-fn attach_deployment(st: &AppState, m: &mut MeterGuard, dep: &Deployment) {
+pub(crate) fn attach_deployment(st: &AppState, m: &mut MeterGuard, dep: &Deployment) {
     m.set_price(st.prices.lookup(&dep.model, &dep.upstream_model));
     if let Some(row) = m.row_mut() {
         row.provider = Some(dep.kind.as_str());
@@ -201,7 +260,7 @@ fn attach_deployment(st: &AppState, m: &mut MeterGuard, dep: &Deployment) {
 }
 
 /// Puts the upstream's usage on the row and returns its cost in micro-dollars.
-fn settle_usage(m: &mut MeterGuard, usage: Option<Usage>) -> i64 {
+pub(crate) fn settle_usage(m: &mut MeterGuard, usage: Option<Usage>) -> i64 {
     if let (Some(u), Some(row)) = (usage, m.row_mut()) {
         row.usage = u;
     }

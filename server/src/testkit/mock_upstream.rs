@@ -139,6 +139,9 @@ pub fn router(state: Arc<MockState>) -> Router {
                 StatusCode::NO_CONTENT
             }),
         )
+        .merge(super::mock_anthropic::routes())
+        .merge(super::mock_gemini::routes())
+        .merge(super::mock_bedrock::routes())
         .with_state(state)
 }
 
@@ -175,7 +178,10 @@ pub(crate) fn error(status: StatusCode, message: &str, kind: &str) -> Response {
 /// Checks the key like OpenAI does, echoing what was presented in the message (as OpenAI
 /// echoes part of it), which the gateway must never pass on.
 fn check_auth(st: &MockState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if st.key_ok(presented.strip_prefix("Bearer ")) {
         Ok(())
     } else {
@@ -188,7 +194,13 @@ fn check_auth(st: &MockState, headers: &HeaderMap) -> Result<(), Box<Response>> 
 }
 
 /// Counts a call (per endpoint and model), adds its usage, keeps its body as `last_body`.
-pub(crate) fn record(st: &MockState, endpoint: &str, model: &str, body: &Value, usage: Option<Usage>) {
+pub(crate) fn record(
+    st: &MockState,
+    endpoint: &str,
+    model: &str,
+    body: &Value,
+    usage: Option<Usage>,
+) {
     if let Ok(mut c) = st.counters.lock() {
         match endpoint {
             "embeddings" => c.embeddings += 1,

@@ -84,10 +84,11 @@ async fn fresh_database(backend: Backend, dir: &std::path::Path) -> (String, Opt
 /// The standard test configuration: `gpt-test` (openai-compatible, priced) and
 /// `embed-test` on the mock upstream, `local` on the built-in mock provider. `extra` is
 /// appended (more deployments or prices), with `@MOCK@` and `@KEY@` standing for the mock
-/// upstream's base URL and key.
+/// upstream's base URL and key, and `@ROOT@` for its root URL (no `/v1`, as Gemini wants).
 pub fn config_text(mock_base: &str, db_url: &str, extra: &str, with_admin: bool) -> String {
     let extra = extra
         .replace("@MOCK@", mock_base)
+        .replace("@ROOT@", mock_base.trim_end_matches("/v1"))
         .replace("@KEY@", UPSTREAM_KEY);
     let admin = if with_admin {
         format!("admin_password = \"{ADMIN_PASSWORD}\"")

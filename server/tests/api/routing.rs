@@ -1,0 +1,188 @@
+//! Routing that survives provider failures: retries on another deployment, cooldown of a
+//! failing one, fallbacks between groups per trigger, and never a retry once a byte of the
+//! answer reached the client.
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, spawn_app_with, user};
+use crate::on_both_databases;
+
+on_both_databases!(
+    dead_deployment_is_retried_around_and_cooled_down,
+    whole_group_down_falls_back,
+    slow_first_byte_fails_over,
+    request_errors_are_not_retried_and_streams_never_twice,
+    context_window_fallback_only_when_configured
+);
+
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+async fn dead_deployment_is_retried_around_and_cooled_down(b: Backend) {
+    let port = dead_port();
+    let extra = format!(
+        "[router]\nretries = 2\nbackoff_ms = 1\nmax_backoff_ms = 5\ncooldown_failures = 2\ncooldown_ms = 60000\n\
+         [[deployments]]\nid = \"dead\"\nmodel = \"ha\"\nprovider = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nweight = 10000\n\
+         [[deployments]]\nid = \"alive\"\nmodel = \"ha\"\nprovider = \"openai-compatible\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\nweight = 1\n"
+    );
+    let app = spawn_app_with(b, &extra).await;
+    let mut attempts = Vec::new();
+    for i in 0..12 {
+        let stream = i % 2 == 1;
+        let resp = app
+            .chat(json!({"model": "ha", "stream": stream, "messages": user("still here")}))
+            .await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "request {i} must succeed with one deployment down"
+        );
+        assert_eq!(resp.headers()["x-gateway-deployment"], "alive");
+        attempts.push(
+            resp.headers()["x-gateway-attempts"]
+                .to_str()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap(),
+        );
+        let _ = resp.bytes().await.unwrap();
+    }
+    // The heavy-weighted dead one is tried first until it has failed twice, then rests.
+    assert!(attempts.iter().take(2).all(|a| *a <= 2), "{attempts:?}");
+    assert!(
+        attempts.iter().skip(2).all(|a| *a == 1),
+        "cooled down, no longer tried: {attempts:?}"
+    );
+    assert_eq!(app.mock.calls()["chat"], 12);
+    let rows = app.ledger_rows(12).await;
+    assert!(
+        rows.iter()
+            .all(|r| r.status == 200 && r.deployment.as_deref() == Some("alive"))
+    );
+    app.finish().await;
+}
+
+async fn whole_group_down_falls_back(b: Backend) {
+    let extra = "[router]\nretries = 1\nbackoff_ms = 1\nmax_backoff_ms = 2\n\
+        [[deployments]]\nid = \"p1\"\nmodel = \"primary\"\nprovider = \"openai-compatible\"\nupstream_model = \"fail-500\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\n\
+        [[deployments]]\nid = \"p2\"\nmodel = \"primary\"\nprovider = \"openai-compatible\"\nupstream_model = \"fail-503\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\n\
+        [[deployments]]\nid = \"backup\"\nmodel = \"secondary\"\nprovider = \"openai-compatible\"\nupstream_model = \"fine\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\n\
+        [[fallbacks]]\nmodel = \"primary\"\nto = [\"secondary\"]\non = [\"error\"]\n";
+    let app = spawn_app_with(b, extra).await;
+    let resp = app
+        .chat(json!({"model": "primary", "messages": user("anyone")}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-gateway-deployment"], "backup");
+    assert_eq!(
+        resp.headers()["x-gateway-attempts"],
+        "3",
+        "two in the group, then the fallback"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Mock reply: anyone"
+    );
+    let calls = app.mock.calls();
+    assert_eq!(calls["by_model"]["fail-500"], 1);
+    assert_eq!(calls["by_model"]["fail-503"], 1);
+    assert_eq!(calls["by_model"]["fine"], 1);
+    let rows = app.ledger_rows(1).await;
+    assert_eq!(
+        (rows[0].model.as_str(), rows[0].deployment.as_deref()),
+        ("primary", Some("backup"))
+    );
+    app.finish().await;
+}
+
+async fn slow_first_byte_fails_over(b: Backend) {
+    let extra = "[router]\nbackoff_ms = 1\nmax_backoff_ms = 2\n\
+        [[deployments]]\nid = \"slow\"\nmodel = \"s\"\nprovider = \"openai-compatible\"\nupstream_model = \"slow-5000\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\nfirst_byte_timeout_ms = 200\nweight = 1000\n\
+        [[deployments]]\nid = \"quick\"\nmodel = \"s\"\nprovider = \"openai-compatible\"\nupstream_model = \"quick\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\nweight = 1\n";
+    let app = spawn_app_with(b, extra).await;
+    let mut served_by = Vec::new();
+    for _ in 0..3 {
+        let resp = app
+            .chat(json!({"model": "s", "messages": user("hurry")}))
+            .await;
+        assert_eq!(resp.status(), 200);
+        served_by.push(
+            resp.headers()["x-gateway-deployment"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(served_by, ["quick", "quick", "quick"]);
+    app.finish().await;
+}
+
+async fn request_errors_are_not_retried_and_streams_never_twice(b: Backend) {
+    let extra = "[router]\nretries = 3\nbackoff_ms = 1\nmax_backoff_ms = 2\n\
+        [[deployments]]\nmodel = \"picky\"\nprovider = \"openai-compatible\"\nupstream_model = \"fail-400\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\n\
+        [[deployments]]\nmodel = \"stalling\"\nprovider = \"openai-compatible\"\nupstream_model = \"stall\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\nidle_timeout_ms = 300\n\
+        [[deployments]]\nmodel = \"busy\"\nprovider = \"openai-compatible\"\nupstream_model = \"fail-429\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\n";
+    let app = spawn_app_with(b, extra).await;
+    let resp = app
+        .chat(json!({"model": "picky", "messages": user("x")}))
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        app.mock.calls()["by_model"]["fail-400"],
+        1,
+        "the request itself was wrong: no retry"
+    );
+
+    let resp = app
+        .chat(json!({"model": "stalling", "stream": true, "messages": user("a b c")}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    while let Some(c) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&c.unwrap()));
+    }
+    assert!(text.contains("upstream_timeout"), "{text}");
+    assert_eq!(
+        app.mock.calls()["by_model"]["stall"],
+        1,
+        "bytes reached the client: never retried"
+    );
+
+    // 429 with Retry-After: 1 is retried (the wait honours the header, capped at 2 ms here).
+    let resp = app
+        .chat(json!({"model": "busy", "messages": user("x")}))
+        .await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(
+        app.mock.calls()["by_model"]["fail-429"],
+        4,
+        "first try and three retries"
+    );
+    app.finish().await;
+}
+
+async fn context_window_fallback_only_when_configured(b: Backend) {
+    let extra = "[[deployments]]\nmodel = \"small\"\nprovider = \"mock\"\n\
+        [[deployments]]\nmodel = \"boom\"\nprovider = \"openai-compatible\"\nupstream_model = \"fail-500\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\n\
+        [[fallbacks]]\nmodel = \"boom\"\nto = [\"small\"]\non = [\"context_window\"]\n\
+        [router]\nretries = 0\n";
+    let app = spawn_app_with(b, extra).await;
+    // A 5xx is an `error`, not a context-window failure: this fallback does not apply.
+    let resp = app
+        .chat(json!({"model": "boom", "messages": user("x")}))
+        .await;
+    assert_eq!(resp.status(), 502);
+    let rows = app.ledger_rows(1).await;
+    assert_eq!(
+        rows[0].provider.as_deref(),
+        Some("openai-compatible"),
+        "the mock fallback never served"
+    );
+    app.finish().await;
+}
