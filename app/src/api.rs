@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use crate::dto::{OverviewDto, SessionUser};
+use crate::dto::{ModelGroupDto, OverviewDto, SessionUser};
 
 #[cfg(feature = "ssr")]
 pub mod ssr {
@@ -132,4 +132,10 @@ pub async fn setup_admin(
 pub async fn overview() -> Result<OverviewDto, ServerFnError> {
     let (port, user) = ssr::require_user().await?;
     port.overview(&user).await.map_err(ssr::console_error)
+}
+
+#[server(endpoint = "models")]
+pub async fn models() -> Result<Vec<ModelGroupDto>, ServerFnError> {
+    let (port, user) = ssr::require_user().await?;
+    port.models(&user).await.map_err(ssr::console_error)
 }

@@ -8,8 +8,8 @@ use leptos_router::{
     hooks::use_query_map,
 };
 
-use crate::api::{SetupAdmin, SignIn, SignOut, current_user, overview};
-use crate::dto::OverviewDto;
+use crate::api::{SetupAdmin, SignIn, SignOut, current_user, models, overview};
+use crate::dto::{ModelGroupDto, OverviewDto};
 
 /// Pages of the console, in navigation order: (path, label).
 pub const NAV: &[(&str, &str)] = &[
@@ -272,7 +272,84 @@ pub fn AuditPage() -> impl IntoView {
 
 #[component]
 pub fn ModelsPage() -> impl IntoView {
-    view! { <Planned title="Models" what="Model groups, their deployments, health, latency, error rates and prices." /> }
+    let data = Resource::new(|| (), |_| models());
+    view! {
+        <Title text="Models" />
+        <h1>"Models"</h1>
+        <p class="muted">
+            "Each public model name is a group of deployments. Health is live: a deployment that keeps failing cools down and is probed back in."
+        </p>
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(groups) => groups.into_iter().map(|g| view! { <ModelGroup g /> }).collect_view().into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+fn usd(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |p| format!("${p:.4}"))
+}
+
+#[component]
+fn ModelGroup(g: ModelGroupDto) -> impl IntoView {
+    let fallbacks = if g.fallbacks.is_empty() {
+        "none".to_owned()
+    } else {
+        g.fallbacks.join(", ")
+    };
+    view! {
+        <section class="card" data-testid="model-group" data-model=g.model.clone()>
+            <h2 class="mono">{g.model.clone()}</h2>
+            <p class="muted small">"Strategy: " {g.strategy} " · Fallbacks: " {fallbacks}</p>
+            <table>
+                <thead>
+                    <tr>
+                        <th>"Deployment"</th>
+                        <th>"Provider"</th>
+                        <th>"Upstream model"</th>
+                        <th>"Weight"</th>
+                        <th>"Health"</th>
+                        <th>"Latency"</th>
+                        <th>"Requests"</th>
+                        <th>"Error rate"</th>
+                        <th>"In / out per 1M tokens"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {g
+                        .deployments
+                        .into_iter()
+                        .map(|d| {
+                            let health = if d.status == "cooling_down" {
+                                format!("cooling down ({} s)", d.cooldown_remaining_ms.div_ceil(1000))
+                            } else {
+                                d.status.replace('_', " ")
+                            };
+                            let class = format!("badge {}", d.status);
+                            let (row_id, row_status) = (d.id.clone(), d.status.clone());
+                            view! {
+                                <tr data-testid="deployment" data-id=row_id data-status=row_status>
+                                    <td class="mono">{d.id}</td>
+                                    <td>{d.provider}</td>
+                                    <td class="mono">{d.upstream_model}</td>
+                                    <td>{d.weight}</td>
+                                    <td><span class=class>{health}</span></td>
+                                    <td>{format!("{} ms", d.latency_ms)}</td>
+                                    <td>{d.requests}</td>
+                                    <td>{format!("{:.1} %", d.error_rate * 100.0)}</td>
+                                    <td>{format!("{} / {}", usd(d.input_per_mtok), usd(d.output_per_mtok))}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
+        </section>
+    }
 }
 
 #[component]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use http::HeaderMap;
 
-use crate::dto::{OverviewDto, SessionUser};
+use crate::dto::{ModelGroupDto, OverviewDto, SessionUser};
 
 /// Why a console operation failed, in words safe to show a signed-out visitor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,8 @@ pub trait ConsolePort: Send + Sync + 'static {
     async fn setup_admin(&self, master_key: &str, password: &str) -> Result<(), ConsoleError>;
     /// Figures for the Overview page.
     async fn overview(&self, user: &SessionUser) -> Result<OverviewDto, ConsoleError>;
+    /// Model groups, their deployments, live health and prices (the Models page).
+    async fn models(&self, user: &SessionUser) -> Result<Vec<ModelGroupDto>, ConsoleError>;
 }
 
 /// How the port travels through Leptos context.

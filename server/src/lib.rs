@@ -1,6 +1,7 @@
 //! The gateway server: configuration, start-up, the proxy API and its stages, the console's
 //! server side, and the store. See ARCHITECTURE.md for the request flow.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod console;

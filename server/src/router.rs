@@ -35,6 +35,14 @@ pub fn router(state: AppState, console: Router) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .with_state(state.clone());
+    // The management API: the master key only (admins' API tokens arrive with people and
+    // keys); virtual keys never authenticate here.
+    let admin = Router::new()
+        .route("/deployments", get(crate::admin::deployments))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .with_state(state.clone());
     let health = Router::new()
         .route(
             "/health/live",
@@ -44,6 +52,7 @@ pub fn router(state: AppState, console: Router) -> Router {
         .with_state(state);
     Router::new()
         .nest("/v1", v1)
+        .nest("/admin/v1", admin)
         .merge(health)
         .merge(console)
         .layer(middleware::from_fn(telemetry::request_id))
@@ -62,6 +71,13 @@ async fn require_key(State(st): State<AppState>, mut req: Request, next: Next) -
         Err(e) if req.uri().path().ends_with("/messages") => {
             crate::dialect::anthropic::error_response(&e)
         }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn require_admin(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    match st.auth.authenticate(req.headers()) {
+        Ok(crate::auth::Principal::Master) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }

@@ -81,6 +81,7 @@ impl Application {
         let console = Arc::new(Console::new(
             store,
             models,
+            state.prices.clone(),
             auth,
             state.config.secure_cookies(),
         ));

@@ -9,7 +9,7 @@ mod throttle;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use app::dto::{ModelSummary, OverviewDto, SessionUser};
+use app::dto::{ModelGroupDto, ModelSummary, OverviewDto, SessionUser};
 use app::port::{ConsoleError, ConsolePort, SetCookie};
 use async_trait::async_trait;
 use axum::http::{HeaderMap, header};
@@ -17,6 +17,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Authenticator;
+use crate::meter::PriceBook;
 use crate::route::ModelGroups;
 use crate::store::Store;
 use throttle::Throttle;
@@ -34,6 +35,7 @@ const TOUCH_EVERY_MS: i64 = 60_000;
 pub struct Console {
     store: Store,
     models: Arc<ModelGroups>,
+    prices: Arc<PriceBook>,
     auth: Arc<Authenticator>,
     secure_cookies: bool,
     throttle: Throttle,
@@ -43,12 +45,14 @@ impl Console {
     pub fn new(
         store: Store,
         models: Arc<ModelGroups>,
+        prices: Arc<PriceBook>,
         auth: Arc<Authenticator>,
         secure_cookies: bool,
     ) -> Self {
         Console {
             store,
             models,
+            prices,
             auth,
             secure_cookies,
             throttle: Throttle::new(5, Duration::from_secs(60)),
@@ -241,6 +245,10 @@ impl ConsolePort for Console {
                 Err(ConsoleError::Internal)
             }
         }
+    }
+
+    async fn models(&self, _user: &SessionUser) -> Result<Vec<ModelGroupDto>, ConsoleError> {
+        Ok(crate::route::view::group_views(&self.models, &self.prices))
     }
 
     async fn overview(&self, _user: &SessionUser) -> Result<OverviewDto, ConsoleError> {

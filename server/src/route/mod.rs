@@ -6,6 +6,7 @@
 //! that kind of failure. All of it happens before any byte reaches the client.
 
 mod health;
+pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -114,6 +115,19 @@ impl ModelGroups {
 
     pub fn groups(&self) -> impl Iterator<Item = (&String, &Vec<Arc<Deployment>>)> {
         self.groups.iter().map(|(k, g)| (k, &g.deployments))
+    }
+
+    /// Every group this group falls back to, in order, whatever the trigger.
+    pub fn fallback_targets(&self, model: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (_, to) in self.fallbacks.get(model).into_iter().flatten() {
+            for t in to {
+                if !out.contains(t) {
+                    out.push(t.clone());
+                }
+            }
+        }
+        out
     }
 
     pub fn strategy(&self, model: &str) -> Option<Strategy> {

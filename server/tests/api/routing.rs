@@ -5,15 +5,17 @@
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, spawn_app_with, user};
+use crate::harness::{ADMIN_PASSWORD, Backend, UPSTREAM_KEY, spawn_app_with, user};
 use crate::on_both_databases;
+use gateway::testkit::mock_upstream::MockUpstream;
 
 on_both_databases!(
     dead_deployment_is_retried_around_and_cooled_down,
     whole_group_down_falls_back,
     slow_first_byte_fails_over,
     request_errors_are_not_retried_and_streams_never_twice,
-    context_window_fallback_only_when_configured
+    context_window_fallback_only_when_configured,
+    cooldown_and_recovery_are_visible
 );
 
 fn dead_port() -> u16 {
@@ -183,6 +185,120 @@ async fn context_window_fallback_only_when_configured(b: Backend) {
         rows[0].provider.as_deref(),
         Some("openai-compatible"),
         "the mock fallback never served"
+    );
+    app.finish().await;
+}
+
+async fn deployment_status(app: &crate::harness::TestApp, id: &str) -> Value {
+    let all: Value = app
+        .get("/admin/v1/deployments")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["deployments"].as_array().unwrap().clone())
+        .find(|d| d["id"] == id)
+        .unwrap()
+}
+
+/// A deployment that fails cools down, shows so on the Models page and the admin API,
+/// and is probed back in once its upstream answers again.
+async fn cooldown_and_recovery_are_visible(b: Backend) {
+    let port = dead_port();
+    let extra = format!(
+        "[router]\nretries = 1\nbackoff_ms = 1\nmax_backoff_ms = 2\ncooldown_failures = 2\ncooldown_ms = 2000\n\
+         [[deployments]]\nid = \"flaky\"\nmodel = \"ha\"\nprovider = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\napi_key = \"@KEY@\"\nweight = 10000\n\
+         [[deployments]]\nid = \"steady\"\nmodel = \"ha\"\nprovider = \"openai-compatible\"\nbase_url = \"@MOCK@\"\napi_key = \"@KEY@\"\nweight = 1\n\
+         [[prices]]\nmodel = \"ha\"\ninput_per_mtok = 1.5\noutput_per_mtok = 2.0\n"
+    );
+    let app = spawn_app_with(b, &extra).await;
+    // Signed in first: the page must be read while the deployment still rests.
+    let cookie = crate::console::sign_in(&app, ADMIN_PASSWORD).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            app.chat(json!({"model": "ha", "messages": user("x")}))
+                .await
+                .status(),
+            200
+        );
+    }
+    let flaky = deployment_status(&app, "flaky").await;
+    assert_eq!(flaky["status"], "cooling_down", "{flaky}");
+    assert_eq!(flaky["failures"], 2);
+    assert_eq!(flaky["input_per_mtok"], 1.5);
+    assert_eq!(deployment_status(&app, "steady").await["status"], "up");
+    // Virtual keys and anonymous callers never reach the management API.
+    let anon = app
+        .http
+        .get(format!("{}/admin/v1/deployments", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+
+    let page = app
+        .http
+        .get(format!("{}/models", app.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("data-id=\"flaky\" data-status=\"cooling_down\""),
+        "{html}"
+    );
+    assert!(html.contains("cooling down ("), "{html}");
+
+    // The upstream comes back on the same port; once the cooldown ends a request probes it.
+    let revived = MockUpstream::start(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        Some(UPSTREAM_KEY.to_owned()),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let resp = app
+            .chat(json!({"model": "ha", "messages": user("x")}))
+            .await;
+        assert_eq!(resp.status(), 200);
+        if resp.headers()["x-gateway-deployment"] == "flaky" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "flaky was never probed back in"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(revived.calls()["chat"], 1);
+    let flaky = deployment_status(&app, "flaky").await;
+    assert_eq!(
+        (
+            flaky["status"].as_str(),
+            flaky["consecutive_failures"].as_u64()
+        ),
+        (Some("up"), None)
+    );
+    let page = app
+        .http
+        .get(format!("{}/models", app.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("data-id=\"flaky\" data-status=\"up\"")
     );
     app.finish().await;
 }
