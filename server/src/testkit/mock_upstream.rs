@@ -115,6 +115,10 @@ pub fn router(state: Arc<MockState>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
         .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure_chat),
+        )
+        .route(
             "/v1/models",
             get(|| async { axum::Json(json!({"object": "list", "data": []})) }),
         )
@@ -219,6 +223,50 @@ async fn chat(State(st): State<Arc<MockState>>, headers: HeaderMap, body: Bytes)
     if let Err(resp) = check_auth(&st, &headers) {
         return *resp;
     }
+    chat_answer(st, body).await
+}
+
+/// Azure OpenAI's face: `/openai/deployments/{deployment}/chat/completions?api-version=…`
+/// with the key in `api-key`; the deployment in the path names the model.
+async fn azure_chat(
+    State(st): State<Arc<MockState>>,
+    axum::extract::Path(deployment): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| kv.starts_with("api-version=") && kv.len() > 12)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "api-version query parameter is required",
+            "invalid_request_error",
+        );
+    }
+    if !st.key_ok(headers.get("api-key").and_then(|v| v.to_str().ok())) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Access denied due to invalid subscription key.",
+            "invalid_request_error",
+        );
+    }
+    let Ok(mut raw) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+            "invalid_request_error",
+        );
+    };
+    // Azure routes by the path; the body's model must not decide anything.
+    raw["model"] = Value::String(deployment);
+    chat_answer(st, Bytes::from(raw.to_string())).await
+}
+
+async fn chat_answer(st: Arc<MockState>, body: Bytes) -> Response {
     let Ok(raw) = serde_json::from_slice::<Value>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,

@@ -8,6 +8,7 @@ mod config_cli;
 mod console;
 mod errors;
 mod ledger;
+mod provider_azure;
 mod provider_bedrock;
 mod provider_gemini;
 mod messages;
