@@ -47,11 +47,48 @@ COMPAT_MODEL = "e2e-compatible"  # provider `openai-compatible`, another upstrea
 EMBED_MODEL = "text-embedding-3-small"  # provider `openai`, priced
 WRONG_KEY_MODEL = "e2e-wrong-upstream-key"  # the mock refuses its key: a 502 for the client
 LOCAL_MODEL = "e2e-local"  # the built-in `mock` provider
-CONFIGURED_MODELS = [CHAT_MODEL, COMPAT_MODEL, EMBED_MODEL, WRONG_KEY_MODEL, LOCAL_MODEL]
+# Other providers, on the mock's Anthropic, Gemini and Bedrock faces.
+CLAUDE_MODEL = "e2e-claude"  # provider `anthropic`
+CLAUDE_TOOL_MODEL = "e2e-claude-tools"  # provider `anthropic`, upstream `tool`: a tool_use answer
+GEMINI_MODEL = "e2e-gemini"  # provider `gemini`
+BEDROCK_MODEL = "e2e-bedrock"  # provider `bedrock` (SigV4 checked by the mock)
+# Routing: groups that fail over, fall back or time out.
+HA_MODEL = "e2e-ha"  # a dead port (heavy weight) beside a healthy deployment
+HA_DEAD, HA_ALIVE = "e2e-ha-dead", "e2e-ha-alive"
+BROKEN_MODEL = "e2e-broken"  # both deployments answer 5xx; falls back to RESCUE_MODEL
+RESCUE_MODEL = "e2e-rescue"
+RESCUE_DEPLOYMENT = "e2e-rescue-1"
+SLOW_MODEL = "e2e-slow"  # `slow-5000` with a 300 ms first-byte timeout (heavy) beside a quick one
+SLOW_DEAD, SLOW_QUICK = "e2e-slow-slow", "e2e-slow-quick"
+STALL_MODEL = "e2e-stall"  # streams two chunks then stalls; idle timeout 300 ms
+CONFIGURED_MODELS = [
+    CHAT_MODEL,
+    COMPAT_MODEL,
+    EMBED_MODEL,
+    WRONG_KEY_MODEL,
+    LOCAL_MODEL,
+    CLAUDE_MODEL,
+    CLAUDE_TOOL_MODEL,
+    GEMINI_MODEL,
+    BEDROCK_MODEL,
+    HA_MODEL,
+    BROKEN_MODEL,
+    RESCUE_MODEL,
+    SLOW_MODEL,
+    STALL_MODEL,
+]
+# The secret access key the mock checks every SigV4 signature with (`MOCK_AWS_SECRET` in
+# server/src/testkit/mock_bedrock.rs); the access key id is the mock's API key.
+MOCK_AWS_SECRET = "mock/SECRET+access+key+for+tests+only"
 
 CONFIG_TEMPLATE = """
 [server]
 master_key = "${{GATEWAY_MASTER_KEY}}"
+
+[router]
+retries = 2
+backoff_ms = 10
+max_backoff_ms = 100
 
 [[deployments]]
 model = "{chat}"
@@ -83,6 +120,110 @@ api_key = "${{E2E_WRONG_UPSTREAM_KEY}}"
 [[deployments]]
 model = "{local}"
 provider = "mock"
+
+[[deployments]]
+model = "{claude}"
+provider = "anthropic"
+upstream_model = "claude-mock-up"
+base_url = "{root}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+
+[[deployments]]
+model = "{claude_tools}"
+provider = "anthropic"
+upstream_model = "tool"
+base_url = "{root}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+
+[[deployments]]
+model = "{gemini}"
+provider = "gemini"
+upstream_model = "gemini-mock-flash"
+base_url = "{root}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+
+[[deployments]]
+model = "{bedrock}"
+provider = "bedrock"
+upstream_model = "anthropic.claude-mock-v1:0"
+base_url = "{root}"
+region = "us-east-1"
+aws_access_key_id = "${{E2E_UPSTREAM_KEY}}"
+aws_secret_access_key = "{aws_secret}"
+
+[[deployments]]
+id = "{ha_dead}"
+model = "{ha}"
+provider = "openai-compatible"
+upstream_model = "ha-up"
+base_url = "http://127.0.0.1:{dead_port}/v1"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+weight = 10000
+
+[[deployments]]
+id = "{ha_alive}"
+model = "{ha}"
+provider = "openai-compatible"
+upstream_model = "ha-up"
+base_url = "{mock}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+weight = 1
+
+[[deployments]]
+id = "e2e-broken-500"
+model = "{broken}"
+provider = "openai-compatible"
+upstream_model = "fail-500"
+base_url = "{mock}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+
+[[deployments]]
+id = "e2e-broken-503"
+model = "{broken}"
+provider = "openai-compatible"
+upstream_model = "fail-503"
+base_url = "{mock}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+
+[[deployments]]
+id = "{rescue_dep}"
+model = "{rescue}"
+provider = "openai-compatible"
+upstream_model = "rescue-up"
+base_url = "{mock}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+
+[[fallbacks]]
+model = "{broken}"
+to = ["{rescue}"]
+on = ["error"]
+
+[[deployments]]
+id = "{slow_dead}"
+model = "{slow}"
+provider = "openai-compatible"
+upstream_model = "slow-5000"
+base_url = "{mock}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+first_byte_timeout_ms = 300
+weight = 10000
+
+[[deployments]]
+id = "{slow_quick}"
+model = "{slow}"
+provider = "openai-compatible"
+upstream_model = "quick-up"
+base_url = "{mock}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+weight = 1
+
+[[deployments]]
+model = "{stall}"
+provider = "openai-compatible"
+upstream_model = "stall"
+base_url = "{mock}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+idle_timeout_ms = 300
 
 [[prices]]
 model = "{chat}"
@@ -137,6 +278,19 @@ def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> int
             proc.kill()
             proc.wait(timeout=10)
     return proc.returncode
+
+
+_DEAD_SOCKET: socket.socket | None = None
+
+
+def dead_port() -> int:
+    """A port where nothing listens, for the whole run: bound (so nothing else takes it)
+    but never listening, so every connection is refused at once."""
+    global _DEAD_SOCKET
+    if _DEAD_SOCKET is None:
+        _DEAD_SOCKET = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        _DEAD_SOCKET.bind(("127.0.0.1", 0))
+    return _DEAD_SOCKET.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- mock upstream
@@ -231,6 +385,18 @@ class Gateway:
             self.error_bodies.append(data)
         return status, resp_headers, data
 
+    def anthropic(self, api_key: str | None = None, **kw):
+        """The official `anthropic` SDK pointed at the gateway's `/v1/messages`."""
+        import anthropic
+
+        return anthropic.Anthropic(
+            base_url=self.url,
+            api_key=api_key if api_key is not None else self.master_key,
+            max_retries=0,
+            timeout=30.0,
+            **kw,
+        )
+
     def stderr(self) -> bytes:
         return self.stderr_path.read_bytes()
 
@@ -259,6 +425,23 @@ def start_gateway(backend: str, mock: MockUpstream, sec: Secrets, workdir: Path)
             embed=EMBED_MODEL,
             wrong=WRONG_KEY_MODEL,
             local=LOCAL_MODEL,
+            root=mock.url,
+            claude=CLAUDE_MODEL,
+            claude_tools=CLAUDE_TOOL_MODEL,
+            gemini=GEMINI_MODEL,
+            bedrock=BEDROCK_MODEL,
+            aws_secret=MOCK_AWS_SECRET,
+            ha=HA_MODEL,
+            ha_dead=HA_DEAD,
+            ha_alive=HA_ALIVE,
+            dead_port=dead_port(),
+            broken=BROKEN_MODEL,
+            rescue=RESCUE_MODEL,
+            rescue_dep=RESCUE_DEPLOYMENT,
+            slow=SLOW_MODEL,
+            slow_dead=SLOW_DEAD,
+            slow_quick=SLOW_QUICK,
+            stall=STALL_MODEL,
         )
     )
     database = _create_database(backend, workdir)

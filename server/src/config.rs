@@ -49,6 +49,9 @@ pub struct Config {
     /// Where a group's requests go when the whole group fails.
     #[serde(default)]
     pub fallbacks: Vec<FallbackConfig>,
+    /// Rules sending requests to another (cheaper) model; the first that matches applies.
+    #[serde(default)]
+    pub route_rules: Vec<RouteRuleConfig>,
     /// Set by the loader, never by the file: true when no config file was given.
     #[serde(skip)]
     pub demo: bool,
@@ -190,6 +193,9 @@ pub struct DeploymentConfig {
     pub aws_secret_access_key: Option<SecretString>,
     /// Bedrock: the session token of temporary credentials, if any.
     pub aws_session_token: Option<SecretString>,
+    /// Time to open a connection to this deployment (default: the server's
+    /// `upstream_connect_timeout_ms`).
+    pub connect_timeout_ms: Option<u64>,
     /// Requests per minute this deployment takes at most (then others of the group serve).
     pub rpm: Option<u32>,
     /// Tokens per minute this deployment takes at most.
@@ -257,6 +263,27 @@ pub enum FallbackTrigger {
     Timeout,
     ContextWindow,
     ContentPolicy,
+}
+
+/// Sends requests for `model` to `to` when every condition given holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRuleConfig {
+    pub model: String,
+    pub to: String,
+    /// The prompt is at most this many tokens (estimated, four characters a token).
+    pub max_prompt_tokens: Option<u64>,
+    /// The prompt is at least this many tokens.
+    pub min_prompt_tokens: Option<u64>,
+    /// The caller's key is one of these (key ids).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// The caller's team is one of these (team ids).
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// The request carries one of these tags (`x-gateway-tags`, or the key's tags).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -449,6 +476,7 @@ impl Config {
                 aws_access_key_id: None,
                 aws_secret_access_key: None,
                 aws_session_token: None,
+                connect_timeout_ms: None,
                 rpm: None,
                 tpm: None,
             })
@@ -460,6 +488,7 @@ impl Config {
             router: RouterConfig::default(),
             model_groups: Vec::new(),
             fallbacks: Vec::new(),
+            route_rules: Vec::new(),
             demo: true,
         }
     }
@@ -753,6 +782,30 @@ impl Config {
                     file,
                     format!("fallbacks[{i}].to"),
                     format!("{t:?} is not another configured model"),
+                ));
+            }
+        }
+        for (i, r) in self.route_rules.iter().enumerate() {
+            if !models.contains(r.model.as_str())
+                || !models.contains(r.to.as_str())
+                || r.model == r.to
+            {
+                return Err(ConfigError::new(
+                    file,
+                    format!("route_rules[{i}]"),
+                    "`model` and `to` must be two different configured models",
+                ));
+            }
+            let conditions = r.max_prompt_tokens.is_some()
+                || r.min_prompt_tokens.is_some()
+                || !r.keys.is_empty()
+                || !r.teams.is_empty()
+                || !r.tags.is_empty();
+            if !conditions {
+                return Err(ConfigError::new(
+                    file,
+                    format!("route_rules[{i}]"),
+                    "needs at least one condition (max_prompt_tokens, min_prompt_tokens, keys, teams or tags)",
                 ));
             }
         }
@@ -1050,7 +1103,8 @@ weight = 3
             ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
             ("AWS_SECRET_ACCESS_KEY", "secret"),
         ]);
-        let base = "[server]\nmaster_key=\"${MK}\"\n[[deployments]]\nmodel=\"m\"\nprovider=\"bedrock\"\n";
+        let base =
+            "[server]\nmaster_key=\"${MK}\"\n[[deployments]]\nmodel=\"m\"\nprovider=\"bedrock\"\n";
         let keys = "aws_access_key_id=\"${AWS_ACCESS_KEY_ID}\"\naws_secret_access_key=\"${AWS_SECRET_ACCESS_KEY}\"\n";
         let check = |text: String| {
             let mut c = Config::parse(&text, "g.toml", &e)?;

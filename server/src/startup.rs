@@ -47,19 +47,14 @@ impl Application {
         if let Some(pw) = &config.server.admin_password {
             console::ensure_admin_password(&store, pw.expose_secret()).await?;
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(
-                config.server.upstream_connect_timeout_ms,
-            ))
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("ai-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let http = crate::providers::http::client(Duration::from_millis(
+            config.server.upstream_connect_timeout_ms,
+        ))
+        .context("cannot build the HTTP client")?;
         let prices = Arc::new(PriceBook::from_config(&config.prices));
-        let models = Arc::new(ModelGroups::build(&config, &http, &prices));
+        let models = Arc::new(
+            ModelGroups::build(&config, &http, &prices).context("cannot build the HTTP client")?,
+        );
         let auth = Arc::new(Authenticator::new(config.server.master_key.as_ref()));
         let state = AppState {
             store: store.clone(),

@@ -11,6 +11,20 @@ use futures_util::stream::BoxStream;
 use super::sse::SseDecoder;
 use super::{CallLimits, UpstreamError};
 
+/// The pooled upstream client: TCP_NODELAY, no redirects (an upstream must not send the
+/// key elsewhere), bounded connect time. One serves every deployment except those that
+/// set their own connect timeout.
+pub fn client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("ai-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Longest upstream error body read (enough for any provider's message).
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
 

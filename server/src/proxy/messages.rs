@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::stream::{self, Encoder};
 use super::{
-    attempts_header, complete_chat, deployment_headers, new_meter, read_json, settle_usage,
+    attempts_header, complete_chat, deployment_headers, new_meter, read_json, request_tags,
+    settle_usage,
 };
 use crate::auth::Principal;
 use crate::dialect::anthropic::{self, EventEncoder};
@@ -27,7 +28,7 @@ pub async fn messages(
     request: Request,
 ) -> Response {
     let mut meter = Some(new_meter(&st, &principal, &rid, "messages"));
-    match handle(&st, request, &mut meter).await {
+    match handle(&st, &principal, request, &mut meter).await {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(m) = meter {
@@ -40,9 +41,11 @@ pub async fn messages(
 
 async fn handle(
     st: &AppState,
+    principal: &Principal,
     request: Request,
     meter: &mut Option<MeterGuard>,
 ) -> Result<Response, ApiError> {
+    let tags = request_tags(request.headers(), meter)?;
     let body: serde_json::Value = read_json(request, &st.limits).await?;
     let req = anthropic::to_chat(body)?;
     if let Some(row) = meter.as_mut().and_then(MeterGuard::row_mut) {
@@ -50,7 +53,7 @@ async fn handle(
         row.stream = req.wants_stream();
     }
     req.validate()?;
-    let (reply, served) = complete_chat(st, &req, meter).await?;
+    let (reply, served) = complete_chat(st, &req, meter, principal, tags).await?;
     let Some(mut m) = meter.take() else {
         return Err(ApiError::Internal);
     };

@@ -20,7 +20,7 @@ use crate::dialect::openai::{ChatRequest, EmbeddingsRequest};
 use crate::error::ApiError;
 use crate::meter::{LedgerRow, MeterGuard, Usage, micros_to_usd_string};
 use crate::providers::ChatReply;
-use crate::route::{Deployment, Served};
+use crate::route::{Deployment, RouteContext, Served};
 use crate::state::AppState;
 use crate::telemetry::RequestId;
 
@@ -39,7 +39,7 @@ pub async fn chat_completions(
     request: Request,
 ) -> Response {
     let mut meter = Some(new_meter(&st, &principal, &rid, "chat"));
-    match chat(&st, request, &mut meter).await {
+    match chat(&st, &principal, request, &mut meter).await {
         Ok(resp) => resp,
         Err(e) => fail(meter, e),
     }
@@ -47,16 +47,18 @@ pub async fn chat_completions(
 
 async fn chat(
     st: &AppState,
+    principal: &Principal,
     request: Request,
     meter: &mut Option<MeterGuard>,
 ) -> Result<Response, ApiError> {
+    let tags = request_tags(request.headers(), meter)?;
     let req: ChatRequest = read_json(request, &st.limits).await?;
     if let Some(row) = meter.as_mut().and_then(MeterGuard::row_mut) {
         row.model.clone_from(&req.model);
         row.stream = req.wants_stream();
     }
     req.validate()?;
-    let (reply, served) = complete_chat(st, &req, meter).await?;
+    let (reply, served) = complete_chat(st, &req, meter, principal, tags).await?;
     let Some(mut m) = meter.take() else {
         return Err(ApiError::Internal);
     };
@@ -92,16 +94,27 @@ pub(crate) async fn complete_chat(
     st: &AppState,
     req: &ChatRequest,
     meter: &mut Option<MeterGuard>,
+    principal: &Principal,
+    tags: Vec<String>,
 ) -> Result<(ChatReply, Served<()>), ApiError> {
     if !st.models.contains(&req.model) {
         return Err(ApiError::ModelNotFound(req.model.clone()));
     }
+    let prompt_chars = req.prompt_chars();
     if let Some(m) = meter.as_mut() {
-        m.prompt_chars = req.prompt_chars();
+        m.prompt_chars = prompt_chars;
     }
+    let ctx = RouteContext {
+        key_id: principal.key_id(),
+        team_id: None,
+        tags,
+        prompt_tokens: u64::try_from(crate::meter::estimate_tokens(prompt_chars))
+            .unwrap_or(u64::MAX),
+    };
+    let target = st.models.rewrite(&req.model, &ctx);
     let result = st
         .models
-        .serve(&req.model, |dep| async move {
+        .serve(target, |dep| async move {
             dep.provider.chat(req, &dep.upstream_model).await
         })
         .await;
@@ -133,6 +146,45 @@ pub(crate) async fn complete_chat(
             Err(ApiError::from(failed.error))
         }
     }
+}
+
+/// Header carrying the request's tags (comma-separated): they go on the ledger row and
+/// route rules can match them.
+pub static X_GATEWAY_TAGS: HeaderName = HeaderName::from_static("x-gateway-tags");
+
+/// Reads and checks `x-gateway-tags` (at most 16 tags of `[A-Za-z0-9_.:-]{1,64}`), and
+/// puts them on the ledger row.
+pub(crate) fn request_tags(
+    headers: &HeaderMap,
+    meter: &mut Option<MeterGuard>,
+) -> Result<Vec<String>, ApiError> {
+    let Some(raw) = headers.get(&X_GATEWAY_TAGS) else {
+        return Ok(Vec::new());
+    };
+    let bad = || {
+        ApiError::bad_request(
+            "x-gateway-tags must be up to 16 comma-separated tags of letters, digits, _ . : -",
+        )
+    };
+    let raw = raw.to_str().map_err(|_| bad())?;
+    let tags: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let valid = |t: &String| {
+        t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    };
+    if tags.len() > 16 || !tags.iter().all(valid) {
+        return Err(bad());
+    }
+    if let Some(row) = meter.as_mut().and_then(MeterGuard::row_mut) {
+        row.tags = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".to_owned());
+    }
+    Ok(tags)
 }
 
 pub(crate) fn attempts_header(resp: &mut Response, attempts: u32) {

@@ -17,7 +17,9 @@ use rand::Rng;
 
 pub use health::{Health, HealthSnapshot, InFlight};
 
-use crate::config::{Config, FallbackTrigger, ProviderKind, RouterConfig, Strategy};
+use crate::config::{
+    Config, FallbackTrigger, ProviderKind, RouteRuleConfig, RouterConfig, Strategy,
+};
 use crate::meter::PriceBook;
 use crate::providers::{Provider, UpstreamError};
 
@@ -43,8 +45,19 @@ struct Group {
 
 pub struct ModelGroups {
     groups: BTreeMap<String, Group>,
+    rules: Vec<RouteRuleConfig>,
     fallbacks: HashMap<String, Vec<Fallback>>,
     policy: RouterConfig,
+}
+
+/// What route rules look at.
+#[derive(Debug, Clone, Default)]
+pub struct RouteContext {
+    pub key_id: Option<String>,
+    pub team_id: Option<String>,
+    pub tags: Vec<String>,
+    /// Estimated prompt size.
+    pub prompt_tokens: u64,
 }
 
 /// A served call: what answered, after how many attempts, and the deployment's busy mark
@@ -64,9 +77,22 @@ pub struct Failed {
 }
 
 impl ModelGroups {
-    pub fn build(config: &Config, http: &reqwest::Client, prices: &PriceBook) -> ModelGroups {
+    pub fn build(
+        config: &Config,
+        http: &reqwest::Client,
+        prices: &PriceBook,
+    ) -> reqwest::Result<ModelGroups> {
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         for d in &config.deployments {
+            // A deployment with its own connect timeout gets its own pool; all others share one.
+            let own;
+            let http = match d.connect_timeout_ms {
+                Some(ms) => {
+                    own = crate::providers::http::client(Duration::from_millis(ms))?;
+                    &own
+                }
+                None => http,
+            };
             let upstream_model = d.upstream_model.clone().unwrap_or_else(|| d.model.clone());
             let unit_price = prices
                 .lookup(&d.model, &upstream_model)
@@ -102,11 +128,31 @@ impl ModelGroups {
                 .or_default()
                 .push((f.on.clone(), f.to.clone()));
         }
-        ModelGroups {
+        Ok(ModelGroups {
             groups,
             fallbacks,
+            rules: config.route_rules.clone(),
             policy: config.router.clone(),
-        }
+        })
+    }
+
+    /// The model a request is sent to: the first route rule that matches, else the one asked for.
+    pub fn rewrite<'a>(&'a self, model: &'a str, ctx: &RouteContext) -> &'a str {
+        self.rules
+            .iter()
+            .find(|r| {
+                r.model == model
+                    && r.max_prompt_tokens
+                        .is_none_or(|max| ctx.prompt_tokens <= max)
+                    && r.min_prompt_tokens
+                        .is_none_or(|min| ctx.prompt_tokens >= min)
+                    && (r.keys.is_empty()
+                        || ctx.key_id.as_ref().is_some_and(|k| r.keys.contains(k)))
+                    && (r.teams.is_empty()
+                        || ctx.team_id.as_ref().is_some_and(|t| r.teams.contains(t)))
+                    && (r.tags.is_empty() || ctx.tags.iter().any(|t| r.tags.contains(t)))
+            })
+            .map_or(model, |r| r.to.as_str())
     }
 
     pub fn contains(&self, model: &str) -> bool {
@@ -388,6 +434,31 @@ mod tests {
             &reqwest::Client::new(),
             &PriceBook::from_config(&cfg.prices),
         )
+        .unwrap()
+    }
+
+    #[test]
+    fn route_rules_send_small_or_tagged_requests_elsewhere() {
+        let g = groups(
+            "[[deployments]]\nmodel=\"big\"\nprovider=\"mock\"\n[[deployments]]\nmodel=\"small\"\nprovider=\"mock\"\n\
+             [[route_rules]]\nmodel=\"big\"\nto=\"small\"\nmax_prompt_tokens=100\n\
+             [[route_rules]]\nmodel=\"big\"\nto=\"small\"\ntags=[\"batch\"]\nkeys=[\"k1\"]\n",
+        );
+        let ctx = |tokens, tags: &[&str], key: Option<&str>| RouteContext {
+            key_id: key.map(str::to_owned),
+            team_id: None,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            prompt_tokens: tokens,
+        };
+        assert_eq!(g.rewrite("big", &ctx(50, &[], None)), "small");
+        assert_eq!(g.rewrite("big", &ctx(500, &[], None)), "big");
+        assert_eq!(g.rewrite("big", &ctx(500, &["batch"], Some("k1"))), "small");
+        assert_eq!(
+            g.rewrite("big", &ctx(500, &["batch"], Some("k2"))),
+            "big",
+            "every condition must hold"
+        );
+        assert_eq!(g.rewrite("small", &ctx(5, &[], None)), "small");
     }
 
     #[test]

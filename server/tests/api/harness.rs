@@ -256,11 +256,12 @@ pub struct LedgerView {
     pub cached_tokens: i64,
     pub usage_estimated: bool,
     pub cost_micros: i64,
+    pub tags: String,
 }
 
 pub async fn ledger_view(store: &Store) -> Vec<LedgerView> {
     const SQL: &str = "SELECT request_id, key_id, endpoint, model, provider, deployment, stream, status, error_type, \
-        prompt_tokens, completion_tokens, cached_tokens, usage_estimated, cost_micros \
+        prompt_tokens, completion_tokens, cached_tokens, usage_estimated, cost_micros, tags \
         FROM ledger ORDER BY ts_ms, request_id";
     match store {
         Store::Sqlite(p) => sqlx::query_as(SQL)

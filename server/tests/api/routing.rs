@@ -15,7 +15,8 @@ on_both_databases!(
     slow_first_byte_fails_over,
     request_errors_are_not_retried_and_streams_never_twice,
     context_window_fallback_only_when_configured,
-    cooldown_and_recovery_are_visible
+    cooldown_and_recovery_are_visible,
+    route_rules_pick_cheaper_models
 );
 
 fn dead_port() -> u16 {
@@ -299,6 +300,59 @@ async fn cooldown_and_recovery_are_visible(b: Backend) {
             .await
             .unwrap()
             .contains("data-id=\"flaky\" data-status=\"up\"")
+    );
+    app.finish().await;
+}
+
+async fn route_rules_pick_cheaper_models(b: Backend) {
+    let extra = "[[route_rules]]\nmodel = \"gpt-test\"\nto = \"local\"\nmax_prompt_tokens = 5\n\
+        [[route_rules]]\nmodel = \"gpt-test\"\nto = \"local\"\ntags = [\"batch\"]\n";
+    let app = spawn_app_with(b, extra).await;
+    let served = |resp: &reqwest::Response| {
+        resp.headers()["x-gateway-deployment"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let small = app
+        .chat(json!({"model": "gpt-test", "messages": user("hi")}))
+        .await;
+    assert_eq!(
+        served(&small),
+        "local#1",
+        "a small prompt goes to the cheaper model"
+    );
+    let long = "word ".repeat(40);
+    let big = app
+        .chat(json!({"model": "gpt-test", "messages": user(&long)}))
+        .await;
+    assert_eq!(served(&big), "gpt-test#1");
+    let tagged = app
+        .post("/v1/chat/completions")
+        .header("x-gateway-tags", "batch, nightly")
+        .json(&json!({"model": "gpt-test", "messages": user(&long)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        served(&tagged),
+        "local#1",
+        "tagged batch work goes to the cheaper model"
+    );
+    let bad = app
+        .post("/v1/chat/completions")
+        .header("x-gateway-tags", "ok, not ok!")
+        .json(&json!({"model": "gpt-test", "messages": user("x")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let rows = app.ledger_rows(4).await;
+    let tagged_row = rows.iter().find(|r| r.tags != "[]").unwrap();
+    assert_eq!(tagged_row.tags, "[\"batch\",\"nightly\"]");
+    assert_eq!(
+        (tagged_row.model.as_str(), tagged_row.deployment.as_deref()),
+        ("gpt-test", Some("local#1"))
     );
     app.finish().await;
 }
