@@ -16,7 +16,8 @@ on_both_databases!(
     request_errors_are_not_retried_and_streams_never_twice,
     context_window_fallback_only_when_configured,
     cooldown_and_recovery_are_visible,
-    route_rules_pick_cheaper_models
+    route_rules_pick_cheaper_models,
+    rpm_cap_spills_to_the_rest_of_the_group
 );
 
 fn dead_port() -> u16 {
@@ -353,6 +354,30 @@ async fn route_rules_pick_cheaper_models(b: Backend) {
     assert_eq!(
         (tagged_row.model.as_str(), tagged_row.deployment.as_deref()),
         ("gpt-test", Some("local#1"))
+    );
+    app.finish().await;
+}
+
+async fn rpm_cap_spills_to_the_rest_of_the_group(b: Backend) {
+    let extra = "[[deployments]]\nid = \"capped\"\nmodel = \"g\"\nprovider = \"mock\"\nweight = 10000\nrpm = 3\n\
+        [[deployments]]\nid = \"spare\"\nmodel = \"g\"\nprovider = \"mock\"\nweight = 1\n";
+    let app = spawn_app_with(b, extra).await;
+    let mut served = Vec::new();
+    for _ in 0..6 {
+        let resp = app.chat(json!({"model": "g", "messages": user("x")})).await;
+        served.push(
+            resp.headers()["x-gateway-deployment"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Within one minute: three for the capped one, the rest spill over. (The six requests
+    // take milliseconds; only a minute boundary falling among them could reset the count.)
+    assert_eq!(&served[..3], ["capped", "capped", "capped"], "{served:?}");
+    assert!(
+        served[3..].iter().filter(|s| *s == "spare").count() >= 2,
+        "{served:?}"
     );
     app.finish().await;
 }
