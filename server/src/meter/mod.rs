@@ -20,6 +20,20 @@ pub struct Usage {
     pub cached_tokens: i64,
 }
 
+impl Usage {
+    /// From providers that report cache reads and writes apart from the other input
+    /// tokens (Anthropic, Bedrock): OpenAI counts them all in `prompt_tokens`, with the
+    /// cache reads as `cached_tokens`.
+    pub fn with_cache_split(input: i64, output: i64, cache_read: i64, cache_write: i64) -> Usage {
+        let cached = cache_read.max(0);
+        Usage {
+            prompt_tokens: input.max(0) + cached + cache_write.max(0),
+            completion_tokens: output.max(0),
+            cached_tokens: cached,
+        }
+    }
+}
+
 /// OpenAI's `usage` object, as far as metering reads it.
 #[derive(Debug, Deserialize)]
 pub struct WireUsage {

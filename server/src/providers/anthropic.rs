@@ -292,22 +292,12 @@ fn content_blocks(content: Option<&Value>) -> Result<Vec<Value>, UpstreamError> 
 
 /// A `data:` URL becomes a base64 source; an http(s) URL a url source.
 pub fn image_source(url: &str) -> Result<Value, UpstreamError> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest
-            .split_once(',')
-            .ok_or_else(|| unsupported("messages", "malformed data URL"))?;
-        let media_type = meta
-            .strip_suffix(";base64")
-            .ok_or_else(|| unsupported("messages", "image data URLs must be base64"))?;
-        Ok(json!({"type": "base64", "media_type": media_type, "data": data}))
-    } else if url.starts_with("https://") || url.starts_with("http://") {
-        Ok(json!({"type": "url", "url": url}))
-    } else {
-        Err(unsupported(
-            "messages",
-            "image_url must be a data: or http(s) URL",
-        ))
-    }
+    Ok(match super::image_url(url)? {
+        super::ImageUrl::Inline { media_type, data } => {
+            json!({"type": "base64", "media_type": media_type, "data": data})
+        }
+        super::ImageUrl::Remote(url) => json!({"type": "url", "url": url}),
+    })
 }
 
 /// Anthropic `stop_reason` → OpenAI `finish_reason`.
@@ -336,14 +326,12 @@ impl WireUsage {
     /// OpenAI counts every prompt token in `prompt_tokens`; Anthropic splits out cache
     /// reads and writes, so they are added back, with cache reads as `cached_tokens`.
     fn to_usage(self) -> Usage {
-        let cached = self.cache_read_input_tokens.unwrap_or(0).max(0);
-        Usage {
-            prompt_tokens: self.input_tokens.max(0)
-                + cached
-                + self.cache_creation_input_tokens.unwrap_or(0).max(0),
-            completion_tokens: self.output_tokens.max(0),
-            cached_tokens: cached,
-        }
+        Usage::with_cache_split(
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_input_tokens.unwrap_or(0),
+            self.cache_creation_input_tokens.unwrap_or(0),
+        )
     }
 }
 

@@ -555,18 +555,12 @@ fn content_blocks(content: Option<&Value>) -> Result<Vec<Value>, UpstreamError> 
 
 /// A base64 `data:` URL → a Converse image block; Converse cannot fetch URLs.
 pub fn image_block(url: &str) -> Result<Value, UpstreamError> {
-    let Some(rest) = url.strip_prefix("data:") else {
+    let super::ImageUrl::Inline { media_type, data } = super::image_url(url)? else {
         return Err(unsupported(
             "messages",
             "bedrock takes images as base64 data: URLs only, not http(s) URLs",
         ));
     };
-    let (meta, data) = rest
-        .split_once(',')
-        .ok_or_else(|| unsupported("messages", "malformed data URL"))?;
-    let media_type = meta
-        .strip_suffix(";base64")
-        .ok_or_else(|| unsupported("messages", "image data URLs must be base64"))?;
     let format = match media_type {
         "image/png" => "png",
         "image/jpeg" | "image/jpg" => "jpeg",
@@ -609,14 +603,12 @@ impl WireUsage {
     /// OpenAI counts every prompt token in `prompt_tokens`; Bedrock splits out cache reads
     /// and writes, so they are added back, with cache reads as `cached_tokens`.
     fn to_usage(self) -> Usage {
-        let cached = self.cache_read_input_tokens.unwrap_or(0).max(0);
-        Usage {
-            prompt_tokens: self.input_tokens.max(0)
-                + cached
-                + self.cache_write_input_tokens.unwrap_or(0).max(0),
-            completion_tokens: self.output_tokens.max(0),
-            cached_tokens: cached,
-        }
+        Usage::with_cache_split(
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_input_tokens.unwrap_or(0),
+            self.cache_write_input_tokens.unwrap_or(0),
+        )
     }
 }
 

@@ -428,22 +428,14 @@ fn parts(content: Option<&Value>) -> Result<Vec<Value>, UpstreamError> {
 /// A `data:` URL becomes `inlineData`, an http(s) URL `fileData` (its type guessed from
 /// the extension, JPEG when there is none).
 pub fn image_part(url: &str) -> Result<Value, UpstreamError> {
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest
-            .split_once(',')
-            .ok_or_else(|| unsupported("messages", "malformed data URL"))?;
-        let mime = meta
-            .strip_suffix(";base64")
-            .ok_or_else(|| unsupported("messages", "image data URLs must be base64"))?;
-        Ok(json!({"inlineData": {"mimeType": mime, "data": data}}))
-    } else if url.starts_with("https://") || url.starts_with("http://") {
-        Ok(json!({"fileData": {"mimeType": guess_mime(url), "fileUri": url}}))
-    } else {
-        Err(unsupported(
-            "messages",
-            "image_url must be a data: or http(s) URL",
-        ))
-    }
+    Ok(match super::image_url(url)? {
+        super::ImageUrl::Inline { media_type, data } => {
+            json!({"inlineData": {"mimeType": media_type, "data": data}})
+        }
+        super::ImageUrl::Remote(url) => {
+            json!({"fileData": {"mimeType": guess_mime(url), "fileUri": url}})
+        }
+    })
 }
 
 fn guess_mime(url: &str) -> &'static str {

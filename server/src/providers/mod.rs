@@ -232,6 +232,35 @@ impl Provider {
     }
 }
 
+/// An image given as a URL in an OpenAI message part.
+pub enum ImageUrl<'a> {
+    /// A base64 `data:` URL: its media type and data.
+    Inline { media_type: &'a str, data: &'a str },
+    /// An http(s) URL the provider may fetch.
+    Remote(&'a str),
+}
+
+/// Splits an image URL the way every translating provider needs it.
+pub fn image_url(url: &str) -> Result<ImageUrl<'_>, UpstreamError> {
+    let bad = |m: &str| UpstreamError::Unsupported {
+        param: "messages",
+        message: m.to_owned(),
+    };
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest
+            .split_once(',')
+            .ok_or_else(|| bad("malformed data URL"))?;
+        let media_type = meta
+            .strip_suffix(";base64")
+            .ok_or_else(|| bad("image data URLs must be base64"))?;
+        Ok(ImageUrl::Inline { media_type, data })
+    } else if url.starts_with("https://") || url.starts_with("http://") {
+        Ok(ImageUrl::Remote(url))
+    } else {
+        Err(bad("image_url must be a data: or http(s) URL"))
+    }
+}
+
 /// How a translating provider treats request parameters it cannot express.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Params {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::stream::{self, Encoder};
 use super::{
     attempts_header, complete_chat, deployment_headers, new_meter, read_json, request_tags,
-    settle_usage,
+    settle_complete,
 };
 use crate::auth::Principal;
 use crate::dialect::anthropic::{self, EventEncoder};
@@ -59,14 +59,7 @@ async fn handle(
     };
     match reply {
         ChatReply::Complete { body, usage } => {
-            m.mark_first_byte();
-            let cost = settle_usage(&mut m, usage);
-            if let Some(u) = usage {
-                served
-                    .deployment
-                    .health
-                    .add_tokens(u.prompt_tokens + u.completion_tokens);
-            }
+            let cost = settle_complete(&mut m, &served.deployment, usage);
             let message = match anthropic::from_completion(&body, &req.model) {
                 Ok(msg) => msg,
                 Err(e) => {

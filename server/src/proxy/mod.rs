@@ -64,14 +64,7 @@ async fn chat(
     };
     match reply {
         ChatReply::Complete { body, usage } => {
-            m.mark_first_byte();
-            let cost = settle_usage(&mut m, usage);
-            if let Some(u) = usage {
-                served
-                    .deployment
-                    .health
-                    .add_tokens(u.prompt_tokens + u.completion_tokens);
-            }
+            let cost = settle_complete(&mut m, &served.deployment, usage);
             m.finish(200, None);
             let mut resp = json_response(body, &served.deployment, Some(cost));
             attempts_header(&mut resp, served.attempts);
@@ -309,6 +302,16 @@ pub(crate) fn attach_deployment(st: &AppState, m: &mut MeterGuard, dep: &Deploym
         row.provider = Some(dep.kind.as_str());
         row.deployment = Some(dep.id.clone());
     }
+}
+
+/// A whole answer arrived: its usage goes on the row and against the deployment's tpm
+/// cap; returns the cost in micro-dollars.
+pub(crate) fn settle_complete(m: &mut MeterGuard, dep: &Deployment, usage: Option<Usage>) -> i64 {
+    m.mark_first_byte();
+    if let Some(u) = usage {
+        dep.health.add_tokens(u.prompt_tokens + u.completion_tokens);
+    }
+    settle_usage(m, usage)
 }
 
 /// Puts the upstream's usage on the row and returns its cost in micro-dollars.
