@@ -52,6 +52,7 @@ CLAUDE_MODEL = "e2e-claude"  # provider `anthropic`
 CLAUDE_TOOL_MODEL = "e2e-claude-tools"  # provider `anthropic`, upstream `tool`: a tool_use answer
 GEMINI_MODEL = "e2e-gemini"  # provider `gemini`
 BEDROCK_MODEL = "e2e-bedrock"  # provider `bedrock` (SigV4 checked by the mock)
+AZURE_MODEL = "e2e-azure"  # provider `azure` (deployment URL, api-version, api-key)
 # Routing: groups that fail over, fall back or time out.
 HA_MODEL = "e2e-ha"  # a dead port (heavy weight) beside a healthy deployment
 HA_DEAD, HA_ALIVE = "e2e-ha-dead", "e2e-ha-alive"
@@ -71,6 +72,7 @@ CONFIGURED_MODELS = [
     CLAUDE_TOOL_MODEL,
     GEMINI_MODEL,
     BEDROCK_MODEL,
+    AZURE_MODEL,
     HA_MODEL,
     BROKEN_MODEL,
     RESCUE_MODEL,
@@ -132,6 +134,13 @@ api_key = "${{E2E_UPSTREAM_KEY}}"
 model = "{claude_tools}"
 provider = "anthropic"
 upstream_model = "tool"
+base_url = "{root}"
+api_key = "${{E2E_UPSTREAM_KEY}}"
+
+[[deployments]]
+model = "{azure}"
+provider = "azure"
+upstream_model = "e2e-azure-deployment"
 base_url = "{root}"
 api_key = "${{E2E_UPSTREAM_KEY}}"
 
@@ -430,6 +439,7 @@ def start_gateway(backend: str, mock: MockUpstream, sec: Secrets, workdir: Path)
             claude_tools=CLAUDE_TOOL_MODEL,
             gemini=GEMINI_MODEL,
             bedrock=BEDROCK_MODEL,
+            azure=AZURE_MODEL,
             aws_secret=MOCK_AWS_SECRET,
             ha=HA_MODEL,
             ha_dead=HA_DEAD,

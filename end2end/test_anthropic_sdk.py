@@ -170,3 +170,24 @@ def test_unknown_model_is_not_found(gateway):
         gateway.anthropic().messages.create(model="no-such-model", max_tokens=16, messages=MESSAGES)
     gateway.error_bodies.append(exc.value.response.content)
     assert json.loads(exc.value.response.content)["error"]["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize("model_name", ["GEMINI_MODEL", "BEDROCK_MODEL", "AZURE_MODEL"])
+def test_message_served_by_gemini_bedrock_and_azure(gateway, model_name):
+    """An Anthropic-native client on a Gemini, Bedrock or Azure deployment: the request goes
+    Anthropic → OpenAI → the provider's format and the answer all the way back, streamed
+    and not."""
+    import conftest
+
+    model = getattr(conftest, model_name)
+    client = gateway.anthropic()
+    msg = client.messages.create(model=model, max_tokens=64, messages=MESSAGES)
+    assert msg.content[0].text == REPLY
+    assert msg.stop_reason == "end_turn"
+    assert msg.usage.output_tokens == 7 and msg.usage.input_tokens > 0
+
+    with client.messages.stream(model=model, max_tokens=64, messages=MESSAGES) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == REPLY
+    assert final.usage.output_tokens == 7

@@ -1,17 +1,18 @@
-"""The `openai` SDK against deployments of other providers — Anthropic, Gemini, Bedrock —
+"""The `openai` SDK against deployments of other providers — Azure, Anthropic, Gemini, Bedrock —
 on the mock upstream's faces for each: the gateway translates both ways, streams included."""
 
 from __future__ import annotations
 
 import pytest
 
-from conftest import BEDROCK_MODEL, CLAUDE_MODEL, GEMINI_MODEL
+from conftest import AZURE_MODEL, BEDROCK_MODEL, CLAUDE_MODEL, GEMINI_MODEL
 from support import mock_chat_usage
 
 MESSAGES = [{"role": "user", "content": "Tell me about the quick brown fox"}]
 
 # Deployment → the upstream model the mock records the call under.
 PROVIDERS = {
+    "azure": (AZURE_MODEL, "e2e-azure-deployment"),
     "anthropic": (CLAUDE_MODEL, "claude-mock-up"),
     "gemini": (GEMINI_MODEL, "gemini-mock-flash"),
     "bedrock": (BEDROCK_MODEL, "anthropic.claude-mock-v1:0"),
