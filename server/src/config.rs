@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     /// Bootstrap admin key; `GATEWAY_MASTER_KEY` overrides it.
     pub master_key: Option<SecretString>,
+    /// The server secret virtual keys are hashed with (HMAC-SHA256); `GATEWAY_KEY_HASH_SECRET`
+    /// overrides it. Without one it is derived from the master key, so changing the master
+    /// key then invalidates every virtual key.
+    pub key_hash_secret: Option<SecretString>,
     /// The local break-glass admin's password; `GATEWAY_ADMIN_PASSWORD` overrides it.
     /// Without one, the console offers a first-run setup form.
     pub admin_password: Option<SecretString>,
@@ -107,6 +111,7 @@ impl Default for ServerConfig {
             listen: None,
             database_url: None,
             master_key: None,
+            key_hash_secret: None,
             admin_password: None,
             site_root: None,
             public_url: None,
@@ -418,6 +423,9 @@ impl Config {
         }
         if let Some(key) = env.var("GATEWAY_MASTER_KEY") {
             config.server.master_key = Some(SecretString::from(key));
+        }
+        if let Some(k) = env.var("GATEWAY_KEY_HASH_SECRET") {
+            config.server.key_hash_secret = Some(SecretString::from(k));
         }
         if let Some(pw) = env.var("GATEWAY_ADMIN_PASSWORD") {
             config.server.admin_password = Some(SecretString::from(pw));

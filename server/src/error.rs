@@ -12,6 +12,8 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("model {0:?} is not allowed for this key")]
     ModelNotAllowed(String),
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("the model {0:?} does not exist or you do not have access to it")]
     ModelNotFound(String),
     #[error("{message}")]
@@ -79,7 +81,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::ModelNotAllowed(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -99,6 +101,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             ApiError::ModelNotAllowed(_) => ("invalid_request_error", Some("model_not_allowed")),
+            ApiError::Forbidden(_) => ("invalid_request_error", Some("forbidden")),
             ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             ApiError::BadRequest { .. } => ("invalid_request_error", None),
             ApiError::PayloadTooLarge(_) => ("invalid_request_error", Some("request_too_large")),
@@ -121,6 +124,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::ModelNotAllowed(_) => "model_not_allowed",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::ModelNotFound(_) => "model_not_found",
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::PayloadTooLarge(_) => "too_large",

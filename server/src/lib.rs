@@ -7,6 +7,7 @@ pub mod config;
 pub mod console;
 pub mod dialect;
 pub mod error;
+pub mod keys;
 pub mod meter;
 pub mod providers;
 pub mod proxy;

@@ -39,6 +39,20 @@ pub fn router(state: AppState, console: Router) -> Router {
     // keys); virtual keys never authenticate here.
     let admin = Router::new()
         .route("/deployments", get(crate::admin::deployments))
+        .route(
+            "/teams",
+            post(crate::admin::create_team).get(crate::admin::list_teams),
+        )
+        .route(
+            "/keys",
+            post(crate::admin::create_key).get(crate::admin::list_keys),
+        )
+        .route(
+            "/keys/{id}",
+            axum::routing::delete(crate::admin::revoke_key),
+        )
+        .route("/keys/{id}/rotate", post(crate::admin::rotate_key))
+        .route("/audit", get(crate::admin::audit))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
@@ -78,6 +92,10 @@ async fn require_key(State(st): State<AppState>, mut req: Request, next: Next) -
 async fn require_admin(State(st): State<AppState>, req: Request, next: Next) -> Response {
     match st.auth.authenticate(req.headers()) {
         Ok(crate::auth::Principal::Master) => next.run(req).await,
+        // Virtual keys are for the proxy API only.
+        Ok(crate::auth::Principal::Key(_)) => {
+            ApiError::Forbidden("virtual keys cannot use the management API").into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

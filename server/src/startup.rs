@@ -22,6 +22,7 @@ use tower::ServiceExt;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::console::{self, Console};
+use crate::keys::{KeyCache, KeyHasher};
 use crate::meter::{LedgerWriter, PriceBook};
 use crate::route::ModelGroups;
 use crate::state::{AppState, RequestLimits};
@@ -55,13 +56,22 @@ impl Application {
         let models = Arc::new(
             ModelGroups::build(&config, &http, &prices).context("cannot build the HTTP client")?,
         );
-        let auth = Arc::new(Authenticator::new(config.server.master_key.as_ref()));
+        let key_hasher = key_hasher(&config)?;
+        let keys = KeyCache::start(store.clone())
+            .await
+            .context("cannot load the virtual keys")?;
+        let auth = Arc::new(
+            Authenticator::new(config.server.master_key.as_ref())
+                .with_keys(key_hasher.clone(), keys.clone()),
+        );
         let state = AppState {
             store: store.clone(),
             ledger: LedgerWriter::spawn(store.clone()),
             auth: auth.clone(),
             models: models.clone(),
             prices,
+            keys,
+            key_hasher,
             limits: RequestLimits {
                 max_body_bytes: config.server.max_body_bytes,
                 body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
@@ -189,6 +199,25 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The virtual keys' hashing secret: configured, or derived from the master key.
+fn key_hasher(config: &Config) -> anyhow::Result<KeyHasher> {
+    let secret = match (&config.server.key_hash_secret, &config.server.master_key) {
+        (Some(s), _) => s.expose_secret().as_bytes().to_vec(),
+        (None, Some(m)) => {
+            use hmac::Mac;
+            let mut mac =
+                <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(m.expose_secret().as_bytes())
+                    .map_err(|_| anyhow::anyhow!("cannot derive the key hashing secret"))?;
+            mac.update(b"ai-gateway virtual key hashing v1");
+            mac.finalize().into_bytes().to_vec()
+        }
+        (None, None) => {
+            anyhow::bail!("server.key_hash_secret or a master key is needed to hash virtual keys")
+        }
+    };
+    KeyHasher::new(&secret).ok_or_else(|| anyhow::anyhow!("cannot key the virtual key hash"))
 }
 
 /// The database URL without a password, for messages.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::keys::{KeyCache, KeyHasher};
 use crate::meter::{LedgerWriter, PriceBook};
 use crate::route::ModelGroups;
 use crate::store::Store;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub models: Arc<ModelGroups>,
     pub prices: Arc<PriceBook>,
+    pub keys: KeyCache,
+    pub key_hasher: KeyHasher,
     pub limits: RequestLimits,
     /// False once draining starts (SIGTERM): readiness fails, load balancers move away.
     pub accepting: Arc<AtomicBool>,

@@ -1,14 +1,325 @@
-//! The management API (`/admin/v1`): JSON for operators and automation. Everything the
-//! console shows, the API shows too, from the same views.
+//! The management API (`/admin/v1`): JSON for operators and automation, authenticated by
+//! the master key (virtual keys never). Every change is written with its audit row in the
+//! same transaction. Money is USD as a JSON number here, integer micro-dollars inside.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::error::ApiError;
+use crate::proxy::read_json;
 use crate::route::view::group_views;
 use crate::state::AppState;
+use crate::store::keys::{Actor, KeyRow};
 
 /// `GET /admin/v1/deployments`: model groups, their deployments, live health and prices.
 pub async fn deployments(State(st): State<AppState>) -> Json<Value> {
     Json(json!({"object": "list", "data": group_views(&st.models, &st.prices)}))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+fn actor(headers: &HeaderMap) -> Actor {
+    Actor {
+        name: "master".to_owned(),
+        source_ip: headers
+            .get(crate::console::routes::PEER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+fn db_error(e: sqlx::Error) -> ApiError {
+    tracing::error!(error = %e, "management API database error");
+    ApiError::Internal
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTeam {
+    name: String,
+}
+
+/// `POST /admin/v1/teams`
+pub async fn create_team(
+    State(st): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let who = actor(request.headers());
+    let body: NewTeam = read_json(request, &st.limits).await?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 128 {
+        return Err(ApiError::bad_param(
+            "name",
+            "name must be 1 to 128 characters",
+        ));
+    }
+    match st.store.create_team(name, now_ms(), &who).await {
+        Ok(team) => Ok((StatusCode::CREATED, Json(team)).into_response()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(ApiError::bad_param("name", "a team with this name exists"))
+        }
+        Err(e) => Err(db_error(e)),
+    }
+}
+
+/// `GET /admin/v1/teams`
+pub async fn list_teams(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let teams = st.store.list_teams().await.map_err(db_error)?;
+    Ok(Json(json!({"object": "list", "data": teams})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    team_id: String,
+    project: Option<String>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    budget_usd: Option<f64>,
+    budget_period: Option<String>,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
+    /// Unix seconds.
+    expires_at: Option<i64>,
+}
+
+/// A key as the API shows it: never the hash; the secret only when just created or rotated.
+fn key_json(k: &KeyRow, secret: Option<&str>) -> Value {
+    let list = |s: &str| serde_json::from_str::<Value>(s).unwrap_or_else(|_| json!([]));
+    let mut v = json!({
+        "id": k.id, "object": "key", "name": k.name, "prefix": k.prefix, "team_id": k.team_id,
+        "project_id": k.project_id, "user_id": k.user_id, "status": k.status,
+        "models": list(&k.models), "tags": list(&k.tags),
+        "budget_usd": k.budget_micros.map(|m| m as f64 / 1_000_000.0), "budget_period": k.budget_period,
+        "rpm_limit": k.rpm_limit, "tpm_limit": k.tpm_limit,
+        "expires_at": k.expires_at.map(|ms| ms / 1000), "created_at": k.created_at / 1000,
+        "previous_key_valid_until": k.previous_valid_until.map(|ms| ms / 1000),
+    });
+    if let Some(s) = secret {
+        v["key"] = json!(s);
+    }
+    v
+}
+
+/// `POST /admin/v1/keys`: creates an active key; the secret is in this answer only.
+pub async fn create_key(
+    State(st): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let who = actor(request.headers());
+    let body: NewKey = read_json(request, &st.limits).await?;
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.len() > 128 {
+        return Err(ApiError::bad_param(
+            "name",
+            "name must be 1 to 128 characters",
+        ));
+    }
+    if st
+        .store
+        .team(&body.team_id)
+        .await
+        .map_err(db_error)?
+        .is_none()
+    {
+        return Err(ApiError::bad_param("team_id", "no such team"));
+    }
+    if let Some(m) = body.models.iter().find(|m| !st.models.contains(m)) {
+        return Err(ApiError::bad_param(
+            "models",
+            format!("{m:?} is not a configured model"),
+        ));
+    }
+    let valid_tag = |t: &String| {
+        !t.is_empty()
+            && t.len() <= 64
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    };
+    if body.tags.len() > 16 || !body.tags.iter().all(valid_tag) {
+        return Err(ApiError::bad_param(
+            "tags",
+            "up to 16 tags of letters, digits, _ . : -",
+        ));
+    }
+    if let Some(p) = &body.project
+        && (p.trim().is_empty() || p.len() > 128)
+    {
+        return Err(ApiError::bad_param(
+            "project",
+            "project must be 1 to 128 characters",
+        ));
+    }
+    let budget_micros = match body.budget_usd {
+        Some(usd) if !usd.is_finite() || !(0.0..=1e9).contains(&usd) => {
+            return Err(ApiError::bad_param(
+                "budget_usd",
+                "budget_usd must be a number from 0 to 1e9",
+            ));
+        }
+        Some(usd) => Some((usd * 1_000_000.0).round() as i64),
+        None => None,
+    };
+    if let Some(p) = &body.budget_period
+        && !matches!(p.as_str(), "daily" | "weekly" | "monthly" | "total")
+    {
+        return Err(ApiError::bad_param(
+            "budget_period",
+            "budget_period is daily, weekly, monthly or total",
+        ));
+    }
+    if body.rpm_limit.is_some_and(|v| v <= 0) || body.tpm_limit.is_some_and(|v| v <= 0) {
+        return Err(ApiError::bad_request(
+            "rpm_limit and tpm_limit must be positive",
+        ));
+    }
+    let now = now_ms();
+    let expires_at = body.expires_at.map(|s| s.saturating_mul(1000));
+    if expires_at.is_some_and(|e| e <= now) {
+        return Err(ApiError::bad_param(
+            "expires_at",
+            "expires_at must be in the future (Unix seconds)",
+        ));
+    }
+    let secret = st.key_hasher.generate();
+    let row = KeyRow {
+        id: format!("key_{}", uuid::Uuid::now_v7().simple()),
+        name,
+        prefix: secret.prefix.clone(),
+        key_hash: Some(secret.hash.clone()),
+        team_id: body.team_id,
+        project_id: None,
+        user_id: None,
+        status: "active".into(),
+        models: serde_json::to_string(&body.models).unwrap_or_else(|_| "[]".into()),
+        tags: serde_json::to_string(&body.tags).unwrap_or_else(|_| "[]".into()),
+        rpm_limit: body.rpm_limit,
+        tpm_limit: body.tpm_limit,
+        budget_micros,
+        budget_period: body.budget_period,
+        expires_at,
+        created_at: now,
+        updated_at: now,
+        previous_key_hash: None,
+        previous_valid_until: None,
+    };
+    let row = st
+        .store
+        .create_key(row, body.project.as_deref().map(str::trim), &who)
+        .await
+        .map_err(db_error)?;
+    st.keys.apply(&row);
+    Ok((
+        StatusCode::CREATED,
+        Json(key_json(&row, Some(&secret.secret))),
+    )
+        .into_response())
+}
+
+/// `GET /admin/v1/keys`
+pub async fn list_keys(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let keys = st.store.list_keys().await.map_err(db_error)?;
+    Ok(Json(
+        json!({"object": "list", "data": keys.iter().map(|k| key_json(k, None)).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `DELETE /admin/v1/keys/{id}`: revokes at once here, within a second on every instance.
+pub async fn revoke_key(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = st
+        .store
+        .revoke_key(&id, now_ms(), &actor(&headers))
+        .await
+        .map_err(db_error)?
+        .ok_or(ApiError::NotFound)?;
+    st.keys.apply(&row);
+    Ok(Json(key_json(&row, None)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    /// How long the old secret keeps working (default one hour, at most a week).
+    grace_seconds: Option<i64>,
+}
+
+/// `POST /admin/v1/keys/{id}/rotate`: a new secret (in this answer only); the old one
+/// works for the grace period.
+pub async fn rotate_key(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let who = actor(request.headers());
+    let has_body = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v != "0");
+    let body: Rotate = if has_body {
+        read_json(request, &st.limits).await?
+    } else {
+        Rotate::default()
+    };
+    let grace = body.grace_seconds.unwrap_or(3600);
+    if !(0..=7 * 24 * 3600).contains(&grace) {
+        return Err(ApiError::bad_param(
+            "grace_seconds",
+            "grace_seconds is 0 to 604800",
+        ));
+    }
+    match st.store.key(&id).await.map_err(db_error)? {
+        None => return Err(ApiError::NotFound),
+        Some(k) if k.status != "active" => {
+            return Err(ApiError::bad_request("only an active key can be rotated"));
+        }
+        Some(_) => {}
+    }
+    let now = now_ms();
+    let secret = st.key_hasher.generate();
+    let row = st
+        .store
+        .rotate_key(
+            &id,
+            &secret.hash,
+            &secret.prefix,
+            now + grace * 1000,
+            now,
+            &who,
+        )
+        .await
+        .map_err(db_error)?
+        .ok_or(ApiError::NotFound)?;
+    st.keys.apply(&row);
+    Ok(Json(key_json(&row, Some(&secret.secret))).into_response())
+}
+
+/// `GET /admin/v1/audit`: the audit log, oldest first, with whether the hash chain holds.
+pub async fn audit(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = st.store.audit_rows().await.map_err(db_error)?;
+    let mut prev = String::new();
+    let mut intact = true;
+    for r in &rows {
+        intact &= r.verifies(&prev);
+        prev.clone_from(&r.hash);
+    }
+    Ok(Json(
+        json!({"object": "list", "chain_intact": intact, "data": rows}),
+    ))
 }

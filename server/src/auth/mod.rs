@@ -8,13 +8,18 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use std::sync::Arc;
+
 use crate::error::ApiError;
+use crate::keys::{KeyCache, KeyHasher, KeyInfo, looks_like_key};
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// The bootstrap admin key (`GATEWAY_MASTER_KEY`).
     Master,
+    /// A virtual key.
+    Key(Arc<KeyInfo>),
 }
 
 impl Principal {
@@ -22,12 +27,26 @@ impl Principal {
     pub fn key_id(&self) -> Option<String> {
         match self {
             Principal::Master => Some("master".to_owned()),
+            Principal::Key(k) => Some(k.id.clone()),
         }
+    }
+
+    pub fn key(&self) -> Option<&KeyInfo> {
+        match self {
+            Principal::Key(k) => Some(k),
+            Principal::Master => None,
+        }
+    }
+
+    /// Whether this caller may use the public model name.
+    pub fn may_use(&self, model: &str) -> bool {
+        self.key().is_none_or(|k| k.allows(model))
     }
 }
 
 pub struct Authenticator {
     master_digest: Option<[u8; 32]>,
+    keys: Option<(KeyHasher, KeyCache)>,
 }
 
 /// Longest credential accepted; real ones are far shorter.
@@ -37,7 +56,14 @@ impl Authenticator {
     pub fn new(master_key: Option<&SecretString>) -> Self {
         Authenticator {
             master_digest: master_key.map(|k| digest(k.expose_secret())),
+            keys: None,
         }
+    }
+
+    /// Also accepts the virtual keys in `cache`.
+    pub fn with_keys(mut self, hasher: KeyHasher, cache: KeyCache) -> Self {
+        self.keys = Some((hasher, cache));
+        self
     }
 
     /// Checks `Authorization: Bearer …` (or `x-api-key`, which Anthropic clients send).
@@ -48,6 +74,15 @@ impl Authenticator {
                 "missing API key: send it as \"Authorization: Bearer <key>\"",
             ))?;
         if !well_formed(token) {
+            return Err(ApiError::Unauthorized("invalid API key"));
+        }
+        if looks_like_key(token) {
+            // Memory only: no database round trip, and a stored hash is never a key.
+            if let Some((hasher, cache)) = &self.keys
+                && let Some(info) = cache.lookup(&hasher.hash(token))
+            {
+                return Ok(Principal::Key(info));
+            }
             return Err(ApiError::Unauthorized("invalid API key"));
         }
         if self.is_master(token) {

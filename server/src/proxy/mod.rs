@@ -93,13 +93,28 @@ pub(crate) async fn complete_chat(
     if !st.models.contains(&req.model) {
         return Err(ApiError::ModelNotFound(req.model.clone()));
     }
+    if !principal.may_use(&req.model) {
+        return Err(ApiError::ModelNotAllowed(req.model.clone()));
+    }
     let prompt_chars = req.prompt_chars();
     if let Some(m) = meter.as_mut() {
         m.prompt_chars = prompt_chars;
     }
+    // The key's own tags join the request's, for route rules and the ledger.
+    let mut tags = tags;
+    if let Some(k) = principal.key() {
+        for t in &k.tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        if let Some(row) = meter.as_mut().and_then(MeterGuard::row_mut) {
+            row.tags = serde_json::to_string(&tags).unwrap_or_else(|_| "[]".to_owned());
+        }
+    }
     let ctx = RouteContext {
         key_id: principal.key_id(),
-        team_id: None,
+        team_id: principal.key().map(|k| k.team_id.clone()),
         tags,
         prompt_tokens: u64::try_from(crate::meter::estimate_tokens(prompt_chars))
             .unwrap_or(u64::MAX),
@@ -193,7 +208,7 @@ pub async fn embeddings(
     request: Request,
 ) -> Response {
     let mut meter = Some(new_meter(&st, &principal, &rid, "embeddings"));
-    match embed(&st, request, &mut meter).await {
+    match embed(&st, &principal, request, &mut meter).await {
         Ok(resp) => resp,
         Err(e) => fail(meter, e),
     }
@@ -201,6 +216,7 @@ pub async fn embeddings(
 
 async fn embed(
     st: &AppState,
+    principal: &Principal,
     request: Request,
     meter: &mut Option<MeterGuard>,
 ) -> Result<Response, ApiError> {
@@ -211,6 +227,9 @@ async fn embed(
     req.validate()?;
     if !st.models.contains(&req.model) {
         return Err(ApiError::ModelNotFound(req.model.clone()));
+    }
+    if !principal.may_use(&req.model) {
+        return Err(ApiError::ModelNotAllowed(req.model.clone()));
     }
     let req = &req;
     let result = st
@@ -241,18 +260,26 @@ async fn embed(
 }
 
 /// `GET /v1/models`
-pub async fn list_models(State(st): State<AppState>) -> Response {
+pub async fn list_models(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Response {
     let data: Vec<_> = st
         .models
         .groups()
+        .filter(|(name, _)| principal.may_use(name))
         .map(|(name, _)| model_object(name))
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
 /// `GET /v1/models/{model}`
-pub async fn get_model(State(st): State<AppState>, Path(model): Path<String>) -> Response {
-    if st.models.contains(&model) {
+pub async fn get_model(
+    State(st): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(model): Path<String>,
+) -> Response {
+    if st.models.contains(&model) && principal.may_use(&model) {
         axum::Json(model_object(&model)).into_response()
     } else {
         ApiError::ModelNotFound(model).into_response()
@@ -276,9 +303,9 @@ pub(crate) fn new_meter(
         request_id: rid.0.clone(),
         ts_ms,
         key_id: principal.key_id(),
-        team_id: None,
-        project_id: None,
-        user_id: None,
+        team_id: principal.key().map(|k| k.team_id.clone()),
+        project_id: principal.key().and_then(|k| k.project_id.clone()),
+        user_id: principal.key().and_then(|k| k.user_id.clone()),
         endpoint,
         model: String::new(),
         provider: None,

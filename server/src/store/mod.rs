@@ -31,6 +31,8 @@ macro_rules! on_pool {
     };
 }
 
+pub mod keys;
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
     pub id: String,

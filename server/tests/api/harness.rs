@@ -50,6 +50,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub store: Store,
     pg_db: Option<String>,
+    config_path: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -175,13 +176,49 @@ pub async fn spawn_app_opts(backend: Backend, extra: &str, with_admin: bool) -> 
         http,
         store,
         pg_db,
+        config_path: path,
         stop: Some(stop),
         task: Some(task),
         _dir: dir,
     }
 }
 
+/// A second gateway instance on the same configuration and database.
+pub struct Sibling {
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Sibling {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("join").expect("clean stop");
+        }
+    }
+}
+
 impl TestApp {
+    pub async fn sibling(&self) -> Sibling {
+        let config = Config::load(Some(&self.config_path), None, &NoEnv).expect("valid config");
+        let app = Application::build(config)
+            .await
+            .expect("second gateway starts");
+        let url = format!("http://127.0.0.1:{}", app.port());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Sibling {
+            url,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .post(format!("{}{path}", self.url))

@@ -7,6 +7,7 @@ mod harness;
 mod config_cli;
 mod console;
 mod errors;
+mod keys;
 mod ledger;
 mod messages;
 mod provider_azure;
