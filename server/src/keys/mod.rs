@@ -128,6 +128,10 @@ impl KeyCache {
             let mut since = since;
             loop {
                 tokio::time::sleep(REFRESH_EVERY).await;
+                if store.is_closed() {
+                    // The gateway is stopping.
+                    break;
+                }
                 // Rows stamped in the same millisecond as the last seen one are read again
                 // (applying a row twice is harmless), so none is missed.
                 match store.keys_changed_since(since).await {

@@ -89,6 +89,10 @@ impl Store {
         on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|r| r.rows_affected()).is_ok())
     }
 
+    pub fn is_closed(&self) -> bool {
+        on_pool!(self, p => p.is_closed())
+    }
+
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)
     }
