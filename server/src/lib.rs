@@ -1,6 +1,9 @@
 //! The gateway server: configuration, start-up, the proxy API and its stages, the console's
 //! server side, and the store. See ARCHITECTURE.md for the request flow.
 
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "256"]
+
 pub mod admin;
 pub mod auth;
 pub mod config;

@@ -53,6 +53,7 @@ pub fn router(state: AppState, console: Router) -> Router {
         )
         .route("/keys/{id}/rotate", post(crate::admin::rotate_key))
         .route("/audit", get(crate::admin::audit))
+        .route("/openapi.json", get(crate::admin::openapi_document))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), require_admin))
@@ -90,6 +91,9 @@ async fn require_key(State(st): State<AppState>, mut req: Request, next: Next) -
 }
 
 async fn require_admin(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path().ends_with("/openapi.json") && req.method() == axum::http::Method::GET {
+        return next.run(req).await;
+    }
     match st.auth.authenticate(req.headers()) {
         Ok(crate::auth::Principal::Master) => next.run(req).await,
         // Virtual keys are for the proxy API only.

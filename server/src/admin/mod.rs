@@ -2,6 +2,8 @@
 //! the master key (virtual keys never). Every change is written with its audit row in the
 //! same transaction. Money is USD as a JSON number here, integer micro-dollars inside.
 
+pub mod openapi;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -20,6 +22,11 @@ use crate::store::keys::{Actor, KeyRow};
 /// `GET /admin/v1/deployments`: model groups, their deployments, live health and prices.
 pub async fn deployments(State(st): State<AppState>) -> Json<Value> {
     Json(json!({"object": "list", "data": group_views(&st.models, &st.prices)}))
+}
+
+/// `GET /admin/v1/openapi.json` (public: it describes, it reveals nothing).
+pub async fn openapi_document() -> Json<Value> {
+    Json(openapi::document())
 }
 
 fn now_ms() -> i64 {

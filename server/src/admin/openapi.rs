@@ -1,0 +1,116 @@
+//! The OpenAPI 3.1 description of the management API, served at
+//! `/admin/v1/openapi.json`. Written by hand next to the handlers it describes; a test
+//! checks that every management route is in it.
+
+use serde_json::{Value, json};
+
+fn error_ref() -> Value {
+    json!({"description": "Error in OpenAI's shape", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn ok(description: &str, schema: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn list(schema: &str) -> Value {
+    json!({"description": "A list", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{schema}")}}}
+    }}}})
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+pub fn document() -> Value {
+    let errors =
+        json!({"400": error_ref(), "401": error_ref(), "403": error_ref(), "404": error_ref()});
+    let with = |mut responses: Value| {
+        if let (Some(r), Some(e)) = (responses.as_object_mut(), errors.as_object()) {
+            for (k, v) in e {
+                r.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        responses
+    };
+    let id_param =
+        json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "AI Gateway management API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Bearer master key (virtual keys are refused). Money is USD as a JSON number; times are Unix seconds."
+        },
+        "servers": [{"url": "/admin/v1"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/deployments": {"get": {"summary": "Model groups, deployments, live health and prices", "operationId": "listDeployments",
+                "responses": with(json!({"200": list("ModelGroup")}))}},
+            "/teams": {
+                "get": {"summary": "List teams", "operationId": "listTeams", "responses": with(json!({"200": list("Team")}))},
+                "post": {"summary": "Create a team", "operationId": "createTeam", "requestBody": body("NewTeam"),
+                    "responses": with(json!({"201": ok("The team", "Team")}))}
+            },
+            "/keys": {
+                "get": {"summary": "List keys (never secrets)", "operationId": "listKeys", "responses": with(json!({"200": list("Key")}))},
+                "post": {"summary": "Create a key; the secret is in this answer only", "operationId": "createKey", "requestBody": body("NewKey"),
+                    "responses": with(json!({"201": ok("The key with its secret", "KeyWithSecret")}))}
+            },
+            "/keys/{id}": {"delete": {"summary": "Revoke a key", "operationId": "revokeKey", "parameters": id_param,
+                "responses": with(json!({"200": ok("The revoked key", "Key")}))}},
+            "/keys/{id}/rotate": {"post": {"summary": "New secret; the old one works for the grace period", "operationId": "rotateKey",
+                "parameters": id_param,
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false,
+                    "properties": {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": 604800, "default": 3600}}}}}},
+                "responses": with(json!({"200": ok("The key with its new secret", "KeyWithSecret")}))}},
+            "/audit": {"get": {"summary": "The hash-chained audit log", "operationId": "listAudit",
+                "responses": with(json!({"200": ok("Audit rows and whether the chain verifies", "AuditLog")}))}},
+            "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1"}}}}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                    "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}},
+                "Team": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "created_at": {"type": "integer"}}},
+                "NewTeam": {"type": "object", "required": ["name"], "additionalProperties": false,
+                    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}}},
+                "NewKey": {"type": "object", "required": ["name", "team_id"], "additionalProperties": false, "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 128}, "team_id": {"type": "string"},
+                    "project": {"type": "string", "maxLength": 128}, "models": {"type": "array", "items": {"type": "string"}},
+                    "tags": {"type": "array", "maxItems": 16, "items": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}},
+                    "budget_usd": {"type": "number", "minimum": 0}, "budget_period": {"enum": ["daily", "weekly", "monthly", "total"]},
+                    "rpm_limit": {"type": "integer", "minimum": 1}, "tpm_limit": {"type": "integer", "minimum": 1},
+                    "expires_at": {"type": "integer", "description": "Unix seconds"}}},
+                "Key": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "object": {"const": "key"}, "name": {"type": "string"}, "prefix": {"type": "string"},
+                    "team_id": {"type": "string"}, "project_id": {"type": ["string", "null"]}, "user_id": {"type": ["string", "null"]},
+                    "status": {"enum": ["requested", "active", "rejected", "revoked", "expired"]},
+                    "models": {"type": "array", "items": {"type": "string"}}, "tags": {"type": "array", "items": {"type": "string"}},
+                    "budget_usd": {"type": ["number", "null"]}, "budget_period": {"type": ["string", "null"]},
+                    "rpm_limit": {"type": ["integer", "null"]}, "tpm_limit": {"type": ["integer", "null"]},
+                    "expires_at": {"type": ["integer", "null"]}, "created_at": {"type": "integer"},
+                    "previous_key_valid_until": {"type": ["integer", "null"]}}},
+                "KeyWithSecret": {"allOf": [{"$ref": "#/components/schemas/Key"},
+                    {"type": "object", "required": ["key"], "properties": {"key": {"type": "string", "pattern": "^sk-gw-[0-9a-f]{64}$"}}}]},
+                "ModelGroup": {"type": "object", "properties": {
+                    "model": {"type": "string"}, "strategy": {"type": "string"}, "fallbacks": {"type": "array", "items": {"type": "string"}},
+                    "deployments": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "string"}, "provider": {"type": "string"}, "upstream_model": {"type": "string"},
+                        "weight": {"type": "integer"}, "status": {"enum": ["up", "cooling_down", "at_capacity"]},
+                        "cooldown_remaining_ms": {"type": "integer"}, "in_flight": {"type": "integer"}, "latency_ms": {"type": "integer"},
+                        "requests": {"type": "integer"}, "failures": {"type": "integer"}, "error_rate": {"type": "number"},
+                        "input_per_mtok": {"type": ["number", "null"]}, "output_per_mtok": {"type": ["number", "null"]},
+                        "cached_input_per_mtok": {"type": ["number", "null"]}}}}}},
+                "AuditLog": {"type": "object", "properties": {"object": {"const": "list"}, "chain_intact": {"type": "boolean"},
+                    "data": {"type": "array", "items": {"type": "object", "properties": {
+                        "seq": {"type": "integer"}, "ts_ms": {"type": "integer"}, "actor": {"type": "string"}, "action": {"type": "string"},
+                        "object_type": {"type": "string"}, "object_id": {"type": ["string", "null"]},
+                        "before_json": {"type": ["string", "null"]}, "after_json": {"type": ["string", "null"]},
+                        "source_ip": {"type": ["string", "null"]}, "prev_hash": {"type": "string"}, "hash": {"type": "string"}}}}}}
+            }
+        }
+    })
+}
