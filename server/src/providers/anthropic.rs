@@ -111,7 +111,7 @@ fn unsupported(param: &'static str, message: impl Into<String>) -> UpstreamError
 /// with `tool_result` blocks; consecutive same-role turns are merged, as Anthropic needs).
 pub fn to_messages(req: &ChatRequest, model: &str, params: Params) -> Result<Value, UpstreamError> {
     let mut system: Vec<Value> = Vec::new();
-    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for m in &req.messages {
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
         let blocks = match role {
@@ -159,10 +159,7 @@ pub fn to_messages(req: &ChatRequest, model: &str, params: Params) -> Result<Val
         } else {
             "user"
         };
-        match turns.last_mut() {
-            Some((r, b)) if r == role => b.extend(blocks),
-            _ => turns.push((role.to_owned(), blocks)),
-        }
+        super::push_turn(&mut turns, role, blocks);
     }
     let max_tokens = ["max_completion_tokens", "max_tokens"]
         .iter()

@@ -428,13 +428,7 @@ pub fn to_converse(req: &ChatRequest, params: Params) -> Result<Value, UpstreamE
                 ));
             }
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some((r, b)) if *r == role => b.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
+        super::push_turn(&mut turns, role, blocks);
     }
     let mut out = Map::new();
     out.insert(

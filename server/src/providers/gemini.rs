@@ -220,13 +220,7 @@ pub fn to_gemini(req: &ChatRequest, params: Params) -> Result<Value, UpstreamErr
                 ));
             }
         };
-        if parts.is_empty() {
-            continue;
-        }
-        match turns.last_mut() {
-            Some((r, p)) if *r == role => p.extend(parts),
-            _ => turns.push((role, parts)),
-        }
+        super::push_turn(&mut turns, role, parts);
     }
     let mut out = Map::new();
     out.insert(

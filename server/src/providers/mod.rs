@@ -261,6 +261,23 @@ pub fn image_url(url: &str) -> Result<ImageUrl<'_>, UpstreamError> {
     }
 }
 
+/// Adds a turn's content to a conversation for providers that need roles to alternate
+/// (Anthropic, Gemini, Bedrock): content of the same role as the last turn joins it, and
+/// empty content is skipped.
+pub fn push_turn(
+    turns: &mut Vec<(&'static str, Vec<serde_json::Value>)>,
+    role: &'static str,
+    content: Vec<serde_json::Value>,
+) {
+    if content.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some((r, c)) if *r == role => c.extend(content),
+        _ => turns.push((role, content)),
+    }
+}
+
 /// How a translating provider treats request parameters it cannot express.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Params {
