@@ -27,6 +27,9 @@ pub enum ApiError {
     RequestTimeout,
     #[error("unknown endpoint")]
     NotFound,
+    /// An object named in the path does not exist (or is not the caller's to see).
+    #[error("no such {0}")]
+    NoSuch(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
     /// The upstream refused the request itself (its 4xx other than auth and rate
@@ -82,7 +85,9 @@ impl ApiError {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotAllowed(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::ModelNotFound(_) | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound(_) | ApiError::NotFound | ApiError::NoSuch(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -107,6 +112,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => ("invalid_request_error", Some("request_too_large")),
             ApiError::RequestTimeout => ("invalid_request_error", Some("request_timeout")),
             ApiError::NotFound => ("invalid_request_error", Some("unknown_url")),
+            ApiError::NoSuch(_) => ("invalid_request_error", Some("not_found")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
             ApiError::UpstreamRejected { code, .. } => ("invalid_request_error", code.as_deref()),
             ApiError::UpstreamRateLimited { .. } => {
@@ -130,6 +136,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "too_large",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::NotFound => "not_found",
+            ApiError::NoSuch(_) => "no_such_object",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::UpstreamRateLimited { .. } => "upstream_rate_limited",

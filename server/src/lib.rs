@@ -2,7 +2,7 @@
 //! server side, and the store. See ARCHITECTURE.md for the request flow.
 
 // The OpenAPI document is one large `json!` literal.
-#![recursion_limit = "256"]
+#![recursion_limit = "512"]
 
 pub mod admin;
 pub mod auth;

@@ -52,6 +52,14 @@ pub fn router(state: AppState, console: Router) -> Router {
             axum::routing::delete(crate::admin::revoke_key),
         )
         .route("/keys/{id}/rotate", post(crate::admin::rotate_key))
+        .route(
+            "/users",
+            post(crate::admin::create_user).get(crate::admin::list_users),
+        )
+        .route(
+            "/teams/{id}/members",
+            post(crate::admin::set_member).get(crate::admin::list_members),
+        )
         .route("/audit", get(crate::admin::audit))
         .route("/openapi.json", get(crate::admin::openapi_document))
         .fallback(|| async { ApiError::NotFound })

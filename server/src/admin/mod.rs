@@ -18,6 +18,7 @@ use crate::proxy::read_json;
 use crate::route::view::group_views;
 use crate::state::AppState;
 use crate::store::keys::{Actor, KeyRow};
+use crate::store::people::{TEAM_ROLES, USER_ROLES};
 
 /// `GET /admin/v1/deployments`: model groups, their deployments, live health and prices.
 pub async fn deployments(State(st): State<AppState>) -> Json<Value> {
@@ -255,7 +256,7 @@ pub async fn revoke_key(
         .revoke_key(&id, now_ms(), &actor(&headers))
         .await
         .map_err(db_error)?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(ApiError::NoSuch("key"))?;
     st.keys.apply(&row);
     Ok(Json(key_json(&row, None)))
 }
@@ -292,7 +293,7 @@ pub async fn rotate_key(
         ));
     }
     match st.store.key(&id).await.map_err(db_error)? {
-        None => return Err(ApiError::NotFound),
+        None => return Err(ApiError::NoSuch("key")),
         Some(k) if k.status != "active" => {
             return Err(ApiError::bad_request("only an active key can be rotated"));
         }
@@ -312,7 +313,7 @@ pub async fn rotate_key(
         )
         .await
         .map_err(db_error)?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(ApiError::NoSuch("key"))?;
     st.keys.apply(&row);
     Ok(Json(key_json(&row, Some(&secret.secret))).into_response())
 }
@@ -329,4 +330,123 @@ pub async fn audit(State(st): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(
         json!({"object": "list", "chain_intact": intact, "data": rows}),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    email: String,
+    display_name: Option<String>,
+    #[serde(default = "default_role")]
+    role: String,
+}
+
+fn default_role() -> String {
+    "member".to_owned()
+}
+
+/// `POST /admin/v1/users`: a person (SSO will also create them just in time).
+pub async fn create_user(
+    State(st): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let who = actor(request.headers());
+    let body: NewUser = read_json(request, &st.limits).await?;
+    let email = body.email.trim().to_lowercase();
+    let plausible = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
+    if !plausible || email.chars().any(char::is_whitespace) {
+        return Err(ApiError::bad_param(
+            "email",
+            "email must be an e-mail address",
+        ));
+    }
+    if !USER_ROLES.contains(&body.role.as_str()) {
+        return Err(ApiError::bad_param(
+            "role",
+            "role is admin, finance, auditor or member",
+        ));
+    }
+    if body.display_name.as_ref().is_some_and(|d| d.len() > 128) {
+        return Err(ApiError::bad_param(
+            "display_name",
+            "display_name has at most 128 characters",
+        ));
+    }
+    match st
+        .store
+        .create_user(
+            &email,
+            body.display_name.as_deref(),
+            &body.role,
+            now_ms(),
+            &who,
+        )
+        .await
+    {
+        Ok(user) => Ok((StatusCode::CREATED, Json(user)).into_response()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::bad_param(
+            "email",
+            "a user with this e-mail exists",
+        )),
+        Err(e) => Err(db_error(e)),
+    }
+}
+
+/// `GET /admin/v1/users`
+pub async fn list_users(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let users = st.store.list_users().await.map_err(db_error)?;
+    Ok(Json(json!({"object": "list", "data": users})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    user_id: String,
+    role: String,
+}
+
+/// `POST /admin/v1/teams/{id}/members`: adds a user to a team as lead or member (or
+/// changes their role there).
+pub async fn set_member(
+    State(st): State<AppState>,
+    Path(team_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let who = actor(request.headers());
+    let body: NewMember = read_json(request, &st.limits).await?;
+    if !TEAM_ROLES.contains(&body.role.as_str()) {
+        return Err(ApiError::bad_param("role", "role is lead or member"));
+    }
+    if st.store.team(&team_id).await.map_err(db_error)?.is_none() {
+        return Err(ApiError::NoSuch("team"));
+    }
+    if !st
+        .store
+        .user_exists(&body.user_id)
+        .await
+        .map_err(db_error)?
+    {
+        return Err(ApiError::bad_param("user_id", "no such user"));
+    }
+    let member = st
+        .store
+        .set_member(&team_id, &body.user_id, &body.role, now_ms(), &who)
+        .await
+        .map_err(db_error)?;
+    Ok(Json(member).into_response())
+}
+
+/// `GET /admin/v1/teams/{id}/members`
+pub async fn list_members(
+    State(st): State<AppState>,
+    Path(team_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if st.store.team(&team_id).await.map_err(db_error)?.is_none() {
+        return Err(ApiError::NoSuch("team"));
+    }
+    let members = st.store.team_members(&team_id).await.map_err(db_error)?;
+    Ok(Json(json!({"object": "list", "data": members})))
 }

@@ -52,6 +52,17 @@ pub fn document() -> Value {
                 "post": {"summary": "Create a team", "operationId": "createTeam", "requestBody": body("NewTeam"),
                     "responses": with(json!({"201": ok("The team", "Team")}))}
             },
+            "/users": {
+                "get": {"summary": "List users", "operationId": "listUsers", "responses": with(json!({"200": list("User")}))},
+                "post": {"summary": "Create a user", "operationId": "createUser", "requestBody": body("NewUser"),
+                    "responses": with(json!({"201": ok("The user", "User")}))}
+            },
+            "/teams/{id}/members": {
+                "get": {"summary": "A team's members", "operationId": "listMembers", "parameters": id_param,
+                    "responses": with(json!({"200": list("Member")}))},
+                "post": {"summary": "Add a user to a team, or change their role there", "operationId": "setMember",
+                    "parameters": id_param, "requestBody": body("NewMember"), "responses": with(json!({"200": ok("The membership", "Member")}))}
+            },
             "/keys": {
                 "get": {"summary": "List keys (never secrets)", "operationId": "listKeys", "responses": with(json!({"200": list("Key")}))},
                 "post": {"summary": "Create a key; the secret is in this answer only", "operationId": "createKey", "requestBody": body("NewKey"),
@@ -75,6 +86,16 @@ pub fn document() -> Value {
                 "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
                     "message": {"type": "string"}, "type": {"type": "string"}, "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}},
                 "Team": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "created_at": {"type": "integer"}}},
+                "User": {"type": "object", "properties": {"id": {"type": "string"}, "username": {"type": "string"},
+                    "email": {"type": ["string", "null"]}, "display_name": {"type": ["string", "null"]},
+                    "role": {"enum": ["admin", "finance", "auditor", "member"]}, "created_at": {"type": "integer"}}},
+                "NewUser": {"type": "object", "required": ["email"], "additionalProperties": false, "properties": {
+                    "email": {"type": "string", "format": "email"}, "display_name": {"type": "string", "maxLength": 128},
+                    "role": {"enum": ["admin", "finance", "auditor", "member"], "default": "member"}}},
+                "Member": {"type": "object", "properties": {"team_id": {"type": "string"}, "user_id": {"type": "string"},
+                    "role": {"enum": ["lead", "member"]}, "created_at": {"type": "integer"}}},
+                "NewMember": {"type": "object", "required": ["user_id", "role"], "additionalProperties": false, "properties": {
+                    "user_id": {"type": "string"}, "role": {"enum": ["lead", "member"]}}},
                 "NewTeam": {"type": "object", "required": ["name"], "additionalProperties": false,
                     "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}}},
                 "NewKey": {"type": "object", "required": ["name", "team_id"], "additionalProperties": false, "properties": {

@@ -59,7 +59,7 @@ macro_rules! audit_in_tx {
         let prev = prev.map(|p| p.0).unwrap_or_default();
         let before: Option<String> = $before;
         let after: Option<String> = $after;
-        let hash = audit_hash(&prev, $now, &$actor.name, $action, $otype, $oid, before.as_deref(), after.as_deref(), $actor.source_ip.as_deref());
+        let hash = $crate::store::keys::audit_hash(&prev, $now, &$actor.name, $action, $otype, $oid, before.as_deref(), after.as_deref(), $actor.source_ip.as_deref());
         sqlx::query(
             "INSERT INTO audit_log (ts_ms, actor, action, object_type, object_id, before_json, after_json, source_ip, prev_hash, hash) \
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",

@@ -31,7 +31,9 @@ macro_rules! on_pool {
     };
 }
 
+#[macro_use]
 pub mod keys;
+pub mod people;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {

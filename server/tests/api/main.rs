@@ -10,6 +10,7 @@ mod errors;
 mod keys;
 mod ledger;
 mod messages;
+mod people;
 mod provider_azure;
 mod provider_bedrock;
 mod provider_gemini;
