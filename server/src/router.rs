@@ -56,6 +56,11 @@ pub fn router(state: AppState, console: Router) -> Router {
             "/users",
             post(crate::admin::create_user).get(crate::admin::list_users),
         )
+        .route("/users/{id}/tokens", post(crate::admin::create_admin_token))
+        .route(
+            "/tokens/{id}",
+            axum::routing::delete(crate::admin::revoke_admin_token),
+        )
         .route(
             "/teams/{id}/members",
             post(crate::admin::set_member).get(crate::admin::list_members),
@@ -98,9 +103,32 @@ async fn require_key(State(st): State<AppState>, mut req: Request, next: Next) -
     }
 }
 
-async fn require_admin(State(st): State<AppState>, req: Request, next: Next) -> Response {
+async fn require_admin(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     if req.uri().path().ends_with("/openapi.json") && req.method() == axum::http::Method::GET {
         return next.run(req).await;
+    }
+    // An admin's API token: checked against the database (this API is not a hot path),
+    // only while its user is an active admin.
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| crate::keys::looks_like_admin_token(t))
+        .map(str::to_owned);
+    if let Some(token) = token {
+        return match st.store.admin_for_token(&st.key_hasher.hash(&token)).await {
+            Ok(Some(user)) => {
+                req.extensions_mut()
+                    .insert(crate::admin::AdminName(format!("admin:{}", user.username)));
+                next.run(req).await
+            }
+            Ok(None) => ApiError::Unauthorized("invalid API key").into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "admin token lookup failed");
+                ApiError::Unavailable.into_response()
+            }
+        };
     }
     match st.auth.authenticate(req.headers()) {
         Ok(crate::auth::Principal::Master) => next.run(req).await,

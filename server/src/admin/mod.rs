@@ -36,9 +36,14 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
 }
 
-fn actor(headers: &HeaderMap) -> Actor {
+/// Who passed the management API's authentication: `master`, or `admin:<username>` for an
+/// admin's API token. Set by `router::require_admin`.
+#[derive(Debug, Clone)]
+pub struct AdminName(pub String);
+
+fn actor(headers: &HeaderMap, name: Option<&AdminName>) -> Actor {
     Actor {
-        name: "master".to_owned(),
+        name: name.map_or_else(|| "master".to_owned(), |n| n.0.clone()),
         source_ip: headers
             .get(crate::console::routes::PEER_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -62,7 +67,7 @@ pub async fn create_team(
     State(st): State<AppState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let who = actor(request.headers());
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
     let body: NewTeam = read_json(request, &st.limits).await?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 128 {
@@ -127,7 +132,7 @@ pub async fn create_key(
     State(st): State<AppState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let who = actor(request.headers());
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
     let body: NewKey = read_json(request, &st.limits).await?;
     let name = body.name.trim().to_owned();
     if name.is_empty() || name.len() > 128 {
@@ -249,11 +254,12 @@ pub async fn list_keys(State(st): State<AppState>) -> Result<Json<Value>, ApiErr
 pub async fn revoke_key(
     State(st): State<AppState>,
     headers: HeaderMap,
+    name: Option<axum::Extension<AdminName>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let row = st
         .store
-        .revoke_key(&id, now_ms(), &actor(&headers))
+        .revoke_key(&id, now_ms(), &actor(&headers, name.as_ref().map(|e| &e.0)))
         .await
         .map_err(db_error)?
         .ok_or(ApiError::NoSuch("key"))?;
@@ -275,7 +281,7 @@ pub async fn rotate_key(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let who = actor(request.headers());
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
     let has_body = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -350,7 +356,7 @@ pub async fn create_user(
     State(st): State<AppState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let who = actor(request.headers());
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
     let body: NewUser = read_json(request, &st.limits).await?;
     let email = body.email.trim().to_lowercase();
     let plausible = email.len() <= 254
@@ -415,7 +421,7 @@ pub async fn set_member(
     Path(team_id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let who = actor(request.headers());
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
     let body: NewMember = read_json(request, &st.limits).await?;
     if !TEAM_ROLES.contains(&body.role.as_str()) {
         return Err(ApiError::bad_param("role", "role is lead or member"));
@@ -449,4 +455,70 @@ pub async fn list_members(
     }
     let members = st.store.team_members(&team_id).await.map_err(db_error)?;
     Ok(Json(json!({"object": "list", "data": members})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+}
+
+/// `POST /admin/v1/users/{id}/tokens`: an API token for an admin user (the secret is in
+/// this answer only). Only admins hold tokens, and a token stops working when its user
+/// stops being an admin.
+pub async fn create_admin_token(
+    State(st): State<AppState>,
+    Path(user_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
+    let body: NewToken = read_json(request, &st.limits).await?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 128 {
+        return Err(ApiError::bad_param(
+            "name",
+            "name must be 1 to 128 characters",
+        ));
+    }
+    let user = st
+        .store
+        .user(&user_id)
+        .await
+        .map_err(db_error)?
+        .ok_or(ApiError::NoSuch("user"))?;
+    if user.role != "admin" {
+        return Err(ApiError::bad_param(
+            "user_id",
+            "only admins hold management API tokens",
+        ));
+    }
+    let secret = st.key_hasher.generate_with(crate::keys::ADMIN_TOKEN_PREFIX);
+    let row = st
+        .store
+        .create_admin_token(&user.id, name, &secret.prefix, &secret.hash, now_ms(), &who)
+        .await
+        .map_err(db_error)?;
+    let mut v = serde_json::to_value(&row).unwrap_or_else(|_| json!({}));
+    v["token"] = json!(secret.secret);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// `DELETE /admin/v1/tokens/{id}`
+pub async fn revoke_admin_token(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    name: Option<axum::Extension<AdminName>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let who = actor(&headers, name.as_ref().map(|e| &e.0));
+    if st
+        .store
+        .revoke_admin_token(&id, now_ms(), &who)
+        .await
+        .map_err(db_error)?
+    {
+        Ok(Json(json!({"id": id, "revoked": true})))
+    } else {
+        Err(ApiError::NoSuch("token"))
+    }
 }

@@ -40,7 +40,7 @@ pub fn document() -> Value {
         "info": {
             "title": "AI Gateway management API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Bearer master key (virtual keys are refused). Money is USD as a JSON number; times are Unix seconds."
+            "description": "Bearer master key or an admin's API token (virtual keys are refused). Money is USD as a JSON number; times are Unix seconds."
         },
         "servers": [{"url": "/admin/v1"}],
         "security": [{"bearer": []}],
@@ -57,6 +57,13 @@ pub fn document() -> Value {
                 "post": {"summary": "Create a user", "operationId": "createUser", "requestBody": body("NewUser"),
                     "responses": with(json!({"201": ok("The user", "User")}))}
             },
+            "/users/{id}/tokens": {"post": {"summary": "An API token for an admin user; the secret is in this answer only",
+                "operationId": "createAdminToken", "parameters": id_param,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["name"],
+                    "additionalProperties": false, "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128}}}}}},
+                "responses": with(json!({"201": {"description": "The token with its secret (`token`, `sk-gwa-…`)"}}))}},
+            "/tokens/{id}": {"delete": {"summary": "Revoke an admin's API token", "operationId": "revokeAdminToken",
+                "parameters": id_param, "responses": with(json!({"200": {"description": "Revoked"}}))}},
             "/teams/{id}/members": {
                 "get": {"summary": "A team's members", "operationId": "listMembers", "parameters": id_param,
                     "responses": with(json!({"200": list("Member")}))},

@@ -16,8 +16,8 @@ use crate::store::Store;
 use crate::store::keys::KeyRow;
 
 pub const KEY_PREFIX: &str = "sk-gw-";
-/// Characters of a key shown to people (`sk-gw-` and 8 more).
-const VISIBLE: usize = KEY_PREFIX.len() + 8;
+/// Admins' API tokens for the management API: same shape, another prefix.
+pub const ADMIN_TOKEN_PREFIX: &str = "sk-gwa-";
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
 /// What a request knows about the key that authenticated it.
@@ -68,10 +68,14 @@ impl KeyHasher {
     }
 
     pub fn generate(&self) -> NewSecret {
+        self.generate_with(KEY_PREFIX)
+    }
+
+    pub fn generate_with(&self, kind: &str) -> NewSecret {
         let mut raw = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut raw);
-        let secret = format!("{KEY_PREFIX}{}", hex::encode(raw));
-        let prefix = secret[..VISIBLE].to_owned();
+        let secret = format!("{kind}{}", hex::encode(raw));
+        let prefix = secret[..kind.len() + 8].to_owned();
         let hash = self.hash(&secret);
         NewSecret {
             secret,
@@ -84,9 +88,18 @@ impl KeyHasher {
 /// Whether a presented credential has the shape of one of our keys (checked before any
 /// lookup, so junk costs nothing).
 pub fn looks_like_key(s: &str) -> bool {
-    s.len() == KEY_PREFIX.len() + 64
-        && s.starts_with(KEY_PREFIX)
-        && s[KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_hexdigit())
+    has_shape(s, KEY_PREFIX)
+}
+
+/// Whether a credential has the shape of an admin's API token.
+pub fn looks_like_admin_token(s: &str) -> bool {
+    has_shape(s, ADMIN_TOKEN_PREFIX)
+}
+
+fn has_shape(s: &str, kind: &str) -> bool {
+    s.len() == kind.len() + 64
+        && s.starts_with(kind)
+        && s[kind.len()..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn now_ms() -> i64 {

@@ -108,3 +108,83 @@ impl Store {
         on_pool!(self, p => sqlx::query_as(SQL).bind(team_id).fetch_all(p).await)
     }
 }
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct TokenRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl Store {
+    /// Stores an admin's API token (its keyed hash only).
+    pub async fn create_admin_token(
+        &self,
+        user_id: &str,
+        name: &str,
+        prefix: &str,
+        token_hash: &str,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<TokenRow, sqlx::Error> {
+        let row = TokenRow {
+            id: format!("tok_{}", uuid::Uuid::now_v7().simple()),
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let is_pg = matches!(self, Store::Postgres(_));
+        let after = serde_json::to_string(&row).ok();
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("INSERT INTO admin_tokens (id, user_id, name, prefix, token_hash, created_at) VALUES ($1,$2,$3,$4,$5,$6)")
+                .bind(&row.id).bind(user_id).bind(name).bind(prefix).bind(token_hash).bind(now)
+                .execute(&mut *tx).await?;
+            audit_in_tx!(tx, is_pg, now, actor, "admin_token.create", "admin_token", &row.id, None, after);
+            tx.commit().await?;
+        });
+        Ok(row)
+    }
+
+    /// The admin a token belongs to, if the token is live and its user still an active admin.
+    pub async fn admin_for_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<PersonRow>, sqlx::Error> {
+        const SQL: &str = "SELECT u.id, u.username, u.email, u.display_name, u.role, u.created_at \
+            FROM admin_tokens t JOIN users u ON u.id = t.user_id \
+            WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.role = 'admin' AND u.is_active = $2";
+        on_pool!(self, p => sqlx::query_as(SQL).bind(token_hash).bind(true).fetch_optional(p).await)
+    }
+
+    pub async fn revoke_admin_token(
+        &self,
+        id: &str,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<bool, sqlx::Error> {
+        let is_pg = matches!(self, Store::Postgres(_));
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query("UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
+            if done == 0 {
+                return Ok(false);
+            }
+            audit_in_tx!(tx, is_pg, now, actor, "admin_token.revoke", "admin_token", id, None, None);
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<PersonRow>, sqlx::Error> {
+        const SQL: &str =
+            "SELECT id, username, email, display_name, role, created_at FROM users WHERE id = $1";
+        on_pool!(self, p => sqlx::query_as(SQL).bind(id).fetch_optional(p).await)
+    }
+}

@@ -346,6 +346,8 @@ async fn openapi_document_lists_every_management_route() {
         ("/users", "post"),
         ("/teams/{id}/members", "get"),
         ("/teams/{id}/members", "post"),
+        ("/users/{id}/tokens", "post"),
+        ("/tokens/{id}", "delete"),
     ] {
         assert!(
             paths[path][method].is_object(),
