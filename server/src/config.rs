@@ -148,6 +148,21 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// For providers configured by an API key and a base URL: whether the key is
+    /// required, the base URL used when none is given (`None`: it must be given), and a
+    /// hint for the error when it is missing.
+    fn endpoint_rules(self) -> (bool, Option<&'static str>, &'static str) {
+        match self {
+            ProviderKind::Openai => (true, Some("https://api.openai.com/v1"), ""),
+            ProviderKind::Azure => (true, None, " (https://RESOURCE.openai.azure.com)"),
+            ProviderKind::Anthropic => (true, Some("https://api.anthropic.com"), ""),
+            ProviderKind::Gemini => (true, Some("https://generativelanguage.googleapis.com"), ""),
+            ProviderKind::OpenaiCompatible => (false, None, " (the server's /v1 URL)"),
+            // Configured otherwise (see `Config::validate`).
+            ProviderKind::Mock | ProviderKind::Bedrock => (false, None, ""),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::Openai => "openai",
@@ -653,77 +668,31 @@ impl Config {
                         ));
                     }
                 }
-                ProviderKind::Openai => {
-                    if d.api_key
-                        .as_ref()
-                        .is_none_or(|k| k.expose_secret().is_empty())
+                kind => {
+                    let (key_required, default_base, hint) = kind.endpoint_rules();
+                    let name = kind.as_str();
+                    if key_required
+                        && d.api_key
+                            .as_ref()
+                            .is_none_or(|k| k.expose_secret().is_empty())
                     {
                         return Err(ConfigError::new(
                             file,
                             at("api_key"),
-                            "is required for provider \"openai\"",
+                            format!("is required for provider \"{name}\""),
                         ));
                     }
                     if d.base_url.is_none() {
-                        d.base_url = Url::parse("https://api.openai.com/v1").ok();
-                    }
-                }
-                ProviderKind::Azure => {
-                    if d.base_url.is_none() {
-                        return Err(ConfigError::new(
-                            file,
-                            at("base_url"),
-                            "is required for provider \"azure\" (https://RESOURCE.openai.azure.com)",
-                        ));
-                    }
-                    if d.api_key
-                        .as_ref()
-                        .is_none_or(|k| k.expose_secret().is_empty())
-                    {
-                        return Err(ConfigError::new(
-                            file,
-                            at("api_key"),
-                            "is required for provider \"azure\"",
-                        ));
-                    }
-                }
-                ProviderKind::Anthropic => {
-                    if d.api_key
-                        .as_ref()
-                        .is_none_or(|k| k.expose_secret().is_empty())
-                    {
-                        return Err(ConfigError::new(
-                            file,
-                            at("api_key"),
-                            "is required for provider \"anthropic\"",
-                        ));
-                    }
-                    if d.base_url.is_none() {
-                        d.base_url = Url::parse("https://api.anthropic.com").ok();
-                    }
-                }
-                ProviderKind::Gemini => {
-                    if d.api_key
-                        .as_ref()
-                        .is_none_or(|k| k.expose_secret().is_empty())
-                    {
-                        return Err(ConfigError::new(
-                            file,
-                            at("api_key"),
-                            "is required for provider \"gemini\"",
-                        ));
-                    }
-                    if d.base_url.is_none() {
-                        d.base_url = Url::parse("https://generativelanguage.googleapis.com").ok();
-                    }
-                }
-                ProviderKind::OpenaiCompatible => {
-                    if d.base_url.is_none() {
-                        return Err(ConfigError::new(
-                            file,
-                            at("base_url"),
-                            "is required for provider \"openai-compatible\"",
-                        ));
+                        match default_base {
+                            Some(u) => d.base_url = Url::parse(u).ok(),
+                            None => {
+                                return Err(ConfigError::new(
+                                    file,
+                                    at("base_url"),
+                                    format!("is required for provider \"{name}\"{hint}"),
+                                ));
+                            }
+                        }
                     }
                 }
             }
@@ -1080,6 +1049,44 @@ weight = 3
             "[server]\nmaster_key=\"${MK}\"\n[[deployments]]\nid=\"a\"\nmodel=\"m\"\nprovider=\"mock\"\n[[deployments]]\nid=\"a\"\nmodel=\"n\"\nprovider=\"mock\"\n",
         );
         assert_eq!(err.field, "deployments[1].id");
+    }
+
+    #[test]
+    fn provider_endpoints_default_or_are_required() {
+        let e = env(&[("MK", "0123456789abcdef0")]);
+        let load = |body: &str| {
+            let mut c = Config::parse(
+                &format!("[server]\nmaster_key=\"${{MK}}\"\n[[deployments]]\nmodel=\"m\"\n{body}"),
+                "g.toml",
+                &e,
+            )
+            .unwrap();
+            c.validate("g.toml").map(|()| c)
+        };
+        let c = load("provider=\"anthropic\"\napi_key=\"k\"\n").unwrap();
+        assert_eq!(
+            c.deployments[0].base_url.as_ref().unwrap().as_str(),
+            "https://api.anthropic.com/"
+        );
+        let err = load("provider=\"azure\"\napi_key=\"k\"\n").unwrap_err();
+        assert_eq!(err.field, "deployments[0].base_url");
+        assert!(
+            err.message.contains("RESOURCE.openai.azure.com"),
+            "{}",
+            err.message
+        );
+        let err = load("provider=\"gemini\"\n").unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.message.as_str()),
+            (
+                "deployments[0].api_key",
+                "is required for provider \"gemini\""
+            )
+        );
+        assert!(
+            load("provider=\"openai-compatible\"\nbase_url=\"http://127.0.0.1:8000/v1\"\n").is_ok(),
+            "no key needed"
+        );
     }
 
     #[test]
