@@ -401,9 +401,7 @@ pub fn parse_error(raw: &[u8]) -> (String, Option<String>) {
 struct StreamState {
     chunks: Chunks,
     usage: WireUsage,
-    /// Anthropic content-block index → OpenAI tool-call index.
-    tool_index: std::collections::HashMap<u64, usize>,
-    tools: usize,
+    tools: shape::ToolIndex,
     finished: bool,
 }
 
@@ -412,8 +410,7 @@ impl StreamState {
         StreamState {
             chunks: Chunks::new(format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()), model),
             usage: WireUsage::default(),
-            tool_index: Default::default(),
-            tools: 0,
+            tools: shape::ToolIndex::default(),
             finished: false,
         }
     }
@@ -435,9 +432,7 @@ impl StreamTranslator for StreamState {
                 let block = &ev["content_block"];
                 match block.get("type").and_then(Value::as_str) {
                     Some("tool_use") => {
-                        let i = self.tools;
-                        self.tools += 1;
-                        self.tool_index.insert(ev["index"].as_u64().unwrap_or(0), i);
+                        let i = self.tools.start(ev["index"].as_u64().unwrap_or(0));
                         vec![c.tool_start(
                             i,
                             block["id"].as_str().unwrap_or(""),
@@ -456,11 +451,7 @@ impl StreamTranslator for StreamState {
                 match d.get("type").and_then(Value::as_str) {
                     Some("text_delta") => vec![c.text(d["text"].as_str().unwrap_or(""))],
                     Some("input_json_delta") => {
-                        let i = self
-                            .tool_index
-                            .get(&ev["index"].as_u64().unwrap_or(0))
-                            .copied()
-                            .unwrap_or(0);
+                        let i = self.tools.of(ev["index"].as_u64().unwrap_or(0));
                         vec![c.tool_arguments(i, d["partial_json"].as_str().unwrap_or(""))]
                     }
                     _ => vec![],

@@ -5,7 +5,6 @@
 //! as the bytes come in. Embeddings use Titan's `POST {base}/model/{id}/invoke`, one call
 //! per input.
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
@@ -814,9 +813,7 @@ pub fn exception_status(kind: &str) -> u16 {
 struct StreamState {
     chunks: Chunks,
     usage: WireUsage,
-    /// Converse content-block index → OpenAI tool-call index.
-    tool_index: HashMap<u64, usize>,
-    tools: usize,
+    tools: shape::ToolIndex,
     finished: bool,
 }
 
@@ -825,8 +822,7 @@ impl StreamState {
         StreamState {
             chunks: Chunks::new(format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()), model),
             usage: WireUsage::default(),
-            tool_index: HashMap::new(),
-            tools: 0,
+            tools: shape::ToolIndex::default(),
             finished: false,
         }
     }
@@ -855,9 +851,7 @@ impl StreamTranslator for StreamState {
             Some("messageStart") => vec![c.role()],
             Some("contentBlockStart") => match body["start"].get("toolUse") {
                 Some(t) => {
-                    let i = self.tools;
-                    self.tools += 1;
-                    self.tool_index.insert(index, i);
+                    let i = self.tools.start(index);
                     vec![c.tool_start(
                         i,
                         t["toolUseId"].as_str().unwrap_or(""),
@@ -875,7 +869,7 @@ impl StreamTranslator for StreamState {
                         vec![c.text(t)]
                     }
                 } else if let Some(input) = d["toolUse"].get("input").and_then(Value::as_str) {
-                    let i = self.tool_index.get(&index).copied().unwrap_or(0);
+                    let i = self.tools.of(index);
                     vec![c.tool_arguments(i, input)]
                 } else {
                     vec![]

@@ -116,3 +116,24 @@ impl Chunks {
 }
 
 pub const DONE: &str = "[DONE]";
+
+/// Numbers the tool calls of a stream whose upstream numbers content blocks instead
+/// (Anthropic, Bedrock): a tool block's index → OpenAI's tool-call index, from 0.
+#[derive(Debug, Default)]
+pub struct ToolIndex {
+    by_block: std::collections::HashMap<u64, usize>,
+}
+
+impl ToolIndex {
+    /// A tool call starts in content block `block`; returns its OpenAI index.
+    pub fn start(&mut self, block: u64) -> usize {
+        let i = self.by_block.len();
+        self.by_block.insert(block, i);
+        i
+    }
+
+    /// The OpenAI index of the tool call in content block `block`.
+    pub fn of(&self, block: u64) -> usize {
+        self.by_block.get(&block).copied().unwrap_or(0)
+    }
+}
