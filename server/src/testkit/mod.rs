@@ -4,4 +4,5 @@
 pub mod mock_anthropic;
 pub mod mock_bedrock;
 pub mod mock_gemini;
+pub mod mock_oidc;
 pub mod mock_upstream;
