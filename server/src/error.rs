@@ -32,6 +32,9 @@ pub enum ApiError {
     NoSuch(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The object is not in a state that allows the change.
+    #[error("{0}")]
+    Conflict(String),
     /// The upstream refused the request itself (its 4xx other than auth and rate
     /// limits): the client's request is at fault, so the upstream's message is passed on.
     #[error("{message}")]
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UpstreamRejected { status, .. } => *status,
             ApiError::UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway => StatusCode::BAD_GATEWAY,
@@ -114,6 +118,7 @@ impl ApiError {
             ApiError::NotFound => ("invalid_request_error", Some("unknown_url")),
             ApiError::NoSuch(_) => ("invalid_request_error", Some("not_found")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
+            ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
             ApiError::UpstreamRejected { code, .. } => ("invalid_request_error", code.as_deref()),
             ApiError::UpstreamRateLimited { .. } => {
                 ("rate_limit_exceeded", Some("upstream_rate_limited"))
@@ -138,6 +143,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::NoSuch(_) => "no_such_object",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::UpstreamRateLimited { .. } => "upstream_rate_limited",
             ApiError::BadGateway => "upstream_error",

@@ -4,6 +4,7 @@
 // The OpenAPI document is one large `json!` literal.
 #![recursion_limit = "512"]
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod config;

@@ -35,8 +35,8 @@ pub fn router(state: AppState, console: Router) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .with_state(state.clone());
-    // The management API: the master key only (admins' API tokens arrive with people and
-    // keys); virtual keys never authenticate here.
+    // The management API: the master key or an admin's API token; virtual keys never
+    // authenticate here.
     let admin = Router::new()
         .route("/deployments", get(crate::admin::deployments))
         .route(
@@ -49,9 +49,26 @@ pub fn router(state: AppState, console: Router) -> Router {
         )
         .route(
             "/keys/{id}",
-            axum::routing::delete(crate::admin::revoke_key),
+            axum::routing::delete(crate::admin::revoke_key)
+                .get(crate::admin::get_key)
+                .patch(crate::admin::update_key),
         )
         .route("/keys/{id}/rotate", post(crate::admin::rotate_key))
+        .route("/keys/{id}/approve", post(crate::admin::approve_key))
+        .route("/keys/{id}/reject", post(crate::admin::reject_key))
+        .route(
+            "/teams/{id}",
+            axum::routing::patch(crate::admin::update_team),
+        )
+        .route("/teams/{id}/projects", get(crate::admin::list_projects))
+        .route(
+            "/teams/{id}/members/{user_id}",
+            axum::routing::delete(crate::admin::remove_member),
+        )
+        .route(
+            "/users/{id}",
+            axum::routing::patch(crate::admin::update_user),
+        )
         .route(
             "/users",
             post(crate::admin::create_user).get(crate::admin::list_users),

@@ -34,6 +34,16 @@ pub struct RequestLimits {
 }
 
 impl AppState {
+    /// The key lifecycle with its authorisation rules.
+    pub fn key_service(&self) -> crate::access::KeyService {
+        crate::access::KeyService {
+            store: self.store.clone(),
+            hasher: self.key_hasher.clone(),
+            cache: self.keys.clone(),
+            models: self.models.clone(),
+        }
+    }
+
     pub fn is_accepting(&self) -> bool {
         self.accepting.load(Ordering::Relaxed)
     }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::access::{KeyLimits, Refusal, Viewer};
 use crate::error::ApiError;
 use crate::proxy::read_json;
 use crate::route::view::group_views;
@@ -120,6 +121,8 @@ fn key_json(k: &KeyRow, secret: Option<&str>) -> Value {
         "rpm_limit": k.rpm_limit, "tpm_limit": k.tpm_limit,
         "expires_at": k.expires_at.map(|ms| ms / 1000), "created_at": k.created_at / 1000,
         "previous_key_valid_until": k.previous_valid_until.map(|ms| ms / 1000),
+        "purpose": k.purpose, "decided_by": k.decided_by, "decided_at": k.decided_at.map(|ms| ms / 1000),
+        "decision_reason": k.decision_reason,
     });
     if let Some(s) = secret {
         v["key"] = json!(s);
@@ -141,21 +144,26 @@ pub async fn create_key(
             "name must be 1 to 128 characters",
         ));
     }
-    if st
-        .store
-        .team(&body.team_id)
-        .await
-        .map_err(db_error)?
-        .is_none()
-    {
+    let Some(team) = st.store.team(&body.team_id).await.map_err(db_error)? else {
         return Err(ApiError::bad_param("team_id", "no such team"));
-    }
+    };
     if let Some(m) = body.models.iter().find(|m| !st.models.contains(m)) {
         return Err(ApiError::bad_param(
             "models",
             format!("{m:?} is not a configured model"),
         ));
     }
+    if let Some(m) = body.models.iter().find(|m| !team.allows(m)) {
+        return Err(ApiError::bad_param(
+            "models",
+            format!("{m:?} is not allowed for team {}", team.name),
+        ));
+    }
+    let models = if body.models.is_empty() {
+        team.model_list()
+    } else {
+        body.models.clone()
+    };
     let valid_tag = |t: &String| {
         !t.is_empty()
             && t.len() <= 64
@@ -217,7 +225,7 @@ pub async fn create_key(
         project_id: None,
         user_id: None,
         status: "active".into(),
-        models: serde_json::to_string(&body.models).unwrap_or_else(|_| "[]".into()),
+        models: serde_json::to_string(&models).unwrap_or_else(|_| "[]".into()),
         tags: serde_json::to_string(&body.tags).unwrap_or_else(|_| "[]".into()),
         rpm_limit: body.rpm_limit,
         tpm_limit: body.tpm_limit,
@@ -228,6 +236,10 @@ pub async fn create_key(
         updated_at: now,
         previous_key_hash: None,
         previous_valid_until: None,
+        purpose: None,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
     };
     let row = st
         .store
@@ -242,12 +254,73 @@ pub async fn create_key(
         .into_response())
 }
 
-/// `GET /admin/v1/keys`
-pub async fn list_keys(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// A refusal from the key lifecycle in the API's error shape.
+fn refused(r: Refusal) -> ApiError {
+    match r {
+        Refusal::NotFound(what) => ApiError::NoSuch(what),
+        // The management API's callers are operators: they see everything, so a refusal
+        // here is a rule, not a hidden object.
+        Refusal::Forbidden(m) | Refusal::Conflict(m) => ApiError::Conflict(m),
+        Refusal::Invalid { param, message } => ApiError::bad_param(param, message),
+        Refusal::Internal => ApiError::Internal,
+    }
+}
+
+#[derive(Default)]
+struct KeyFilter {
+    team_id: Option<String>,
+    user_id: Option<String>,
+    status: Option<String>,
+}
+
+impl KeyFilter {
+    fn parse(query: Option<&str>) -> Result<KeyFilter, ApiError> {
+        let mut f = KeyFilter::default();
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match k.as_ref() {
+                "team_id" => &mut f.team_id,
+                "user_id" => &mut f.user_id,
+                "status" => &mut f.status,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "unknown filter; use team_id, user_id or status",
+                    ));
+                }
+            };
+            *slot = Some(v.into_owned());
+        }
+        Ok(f)
+    }
+}
+
+/// `GET /admin/v1/keys?team_id=&user_id=&status=`
+pub async fn list_keys(
+    State(st): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let f = KeyFilter::parse(query.as_deref())?;
     let keys = st.store.list_keys().await.map_err(db_error)?;
-    Ok(Json(
-        json!({"object": "list", "data": keys.iter().map(|k| key_json(k, None)).collect::<Vec<_>>()}),
-    ))
+    let data: Vec<Value> = keys
+        .iter()
+        .filter(|k| f.team_id.as_ref().is_none_or(|t| *t == k.team_id))
+        .filter(|k| f.user_id.is_none() || f.user_id == k.user_id)
+        .filter(|k| f.status.as_ref().is_none_or(|s| *s == k.status))
+        .map(|k| key_json(k, None))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// `GET /admin/v1/keys/{id}`
+pub async fn get_key(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let k = st
+        .key_service()
+        .visible_key(&Viewer::Operator, &id)
+        .await
+        .map_err(refused)?;
+    Ok(Json(key_json(&k, None)))
 }
 
 /// `DELETE /admin/v1/keys/{id}`: revokes at once here, within a second on every instance.
@@ -257,13 +330,12 @@ pub async fn revoke_key(
     name: Option<axum::Extension<AdminName>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let who = actor(&headers, name.as_ref().map(|e| &e.0));
     let row = st
-        .store
-        .revoke_key(&id, now_ms(), &actor(&headers, name.as_ref().map(|e| &e.0)))
+        .key_service()
+        .revoke(&Viewer::Operator, &who, &id)
         .await
-        .map_err(db_error)?
-        .ok_or(ApiError::NoSuch("key"))?;
-    st.keys.apply(&row);
+        .map_err(refused)?;
     Ok(Json(key_json(&row, None)))
 }
 
@@ -274,6 +346,22 @@ struct Rotate {
     grace_seconds: Option<i64>,
 }
 
+/// An optional JSON body: absent or empty means the defaults.
+async fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    st: &AppState,
+    request: Request,
+) -> Result<T, ApiError> {
+    let has_body = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v != "0");
+    if has_body {
+        read_json(request, &st.limits).await
+    } else {
+        Ok(T::default())
+    }
+}
+
 /// `POST /admin/v1/keys/{id}/rotate`: a new secret (in this answer only); the old one
 /// works for the grace period.
 pub async fn rotate_key(
@@ -282,46 +370,227 @@ pub async fn rotate_key(
     request: Request,
 ) -> Result<Response, ApiError> {
     let who = actor(request.headers(), request.extensions().get::<AdminName>());
-    let has_body = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v != "0");
-    let body: Rotate = if has_body {
-        read_json(request, &st.limits).await?
-    } else {
-        Rotate::default()
-    };
-    let grace = body.grace_seconds.unwrap_or(3600);
-    if !(0..=7 * 24 * 3600).contains(&grace) {
-        return Err(ApiError::bad_param(
-            "grace_seconds",
-            "grace_seconds is 0 to 604800",
-        ));
-    }
-    match st.store.key(&id).await.map_err(db_error)? {
-        None => return Err(ApiError::NoSuch("key")),
-        Some(k) if k.status != "active" => {
-            return Err(ApiError::bad_request("only an active key can be rotated"));
-        }
-        Some(_) => {}
-    }
-    let now = now_ms();
-    let secret = st.key_hasher.generate();
-    let row = st
-        .store
-        .rotate_key(
-            &id,
-            &secret.hash,
-            &secret.prefix,
-            now + grace * 1000,
-            now,
+    let body: Rotate = optional_json(&st, request).await?;
+    let (row, secret) = st
+        .key_service()
+        .rotate(
+            &Viewer::Operator,
             &who,
+            &id,
+            body.grace_seconds.unwrap_or(3600),
         )
         .await
-        .map_err(db_error)?
-        .ok_or(ApiError::NoSuch("key"))?;
-    st.keys.apply(&row);
+        .map_err(refused)?;
     Ok(Json(key_json(&row, Some(&secret.secret))).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    reason: Option<String>,
+}
+
+/// `POST /admin/v1/keys/{id}/approve`: approves a member's request; the member reveals the
+/// secret once in the console.
+pub async fn approve_key(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    decide(st, id, request, true).await
+}
+
+/// `POST /admin/v1/keys/{id}/reject` with `{"reason"}`.
+pub async fn reject_key(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    decide(st, id, request, false).await
+}
+
+async fn decide(
+    st: AppState,
+    id: String,
+    request: Request,
+    approve: bool,
+) -> Result<Json<Value>, ApiError> {
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
+    let body: Decision = optional_json(&st, request).await?;
+    let row = st
+        .key_service()
+        .decide(
+            &Viewer::Operator,
+            &who,
+            &id,
+            approve,
+            body.reason.as_deref(),
+        )
+        .await
+        .map_err(refused)?;
+    Ok(Json(key_json(&row, None)))
+}
+
+/// `Some(null)` in JSON clears a field; an absent field leaves it.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KeyPatch {
+    models: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    budget_usd: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    budget_period: Option<Option<String>>,
+    /// Unix seconds.
+    #[serde(default, deserialize_with = "nullable")]
+    expires_at: Option<Option<i64>>,
+}
+
+/// `PATCH /admin/v1/keys/{id}`: models, tags, limits, budget, expiry.
+pub async fn update_key(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
+    let body: KeyPatch = read_json(request, &st.limits).await?;
+    let budget_micros = match body.budget_usd {
+        Some(Some(usd)) if !usd.is_finite() || !(0.0..=1e9).contains(&usd) => {
+            return Err(ApiError::bad_param(
+                "budget_usd",
+                "budget_usd must be a number from 0 to 1e9",
+            ));
+        }
+        Some(v) => Some(v.map(|usd| (usd * 1_000_000.0).round() as i64)),
+        None => None,
+    };
+    let limits = KeyLimits {
+        models: body.models,
+        tags: body.tags,
+        rpm_limit: body.rpm_limit,
+        tpm_limit: body.tpm_limit,
+        budget_micros,
+        budget_period: body.budget_period,
+        expires_at: body.expires_at.map(|e| e.map(|s| s.saturating_mul(1000))),
+    };
+    let row = st
+        .key_service()
+        .set_limits(&Viewer::Operator, &who, &id, limits)
+        .await
+        .map_err(refused)?;
+    Ok(Json(key_json(&row, None)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeamPatch {
+    models: Vec<String>,
+}
+
+/// `PATCH /admin/v1/teams/{id}`: the team's model allow-list (empty: every model).
+pub async fn update_team(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
+    let body: TeamPatch = read_json(request, &st.limits).await?;
+    if let Some(m) = body.models.iter().find(|m| !st.models.contains(m)) {
+        return Err(ApiError::bad_param(
+            "models",
+            format!("{m:?} is not a configured model"),
+        ));
+    }
+    let team = st
+        .store
+        .set_team_models(&id, &body.models, now_ms(), &who)
+        .await
+        .map_err(db_error)?
+        .ok_or(ApiError::NoSuch("team"))?;
+    Ok(Json(json!(team)))
+}
+
+/// `GET /admin/v1/teams/{id}/projects`
+pub async fn list_projects(
+    State(st): State<AppState>,
+    Path(team_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if st.store.team(&team_id).await.map_err(db_error)?.is_none() {
+        return Err(ApiError::NoSuch("team"));
+    }
+    let projects = st
+        .store
+        .projects_of_team(&team_id)
+        .await
+        .map_err(db_error)?;
+    let data: Vec<Value> = projects
+        .into_iter()
+        .map(|(id, name)| json!({"id": id, "name": name, "team_id": team_id}))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// `DELETE /admin/v1/teams/{id}/members/{user_id}`
+pub async fn remove_member(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    name: Option<axum::Extension<AdminName>>,
+    Path((team_id, user_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let who = actor(&headers, name.as_ref().map(|e| &e.0));
+    if st
+        .store
+        .remove_member(&team_id, &user_id, now_ms(), &who)
+        .await
+        .map_err(db_error)?
+    {
+        Ok(Json(
+            json!({"team_id": team_id, "user_id": user_id, "removed": true}),
+        ))
+    } else {
+        Err(ApiError::NoSuch("member"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserPatch {
+    role: String,
+}
+
+/// `PATCH /admin/v1/users/{id}`: the organisation role.
+pub async fn update_user(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
+    let body: UserPatch = read_json(request, &st.limits).await?;
+    if !USER_ROLES.contains(&body.role.as_str()) {
+        return Err(ApiError::bad_param(
+            "role",
+            "role is admin, finance, auditor or member",
+        ));
+    }
+    let user = st
+        .store
+        .set_user_role(&id, &body.role, now_ms(), &who)
+        .await
+        .map_err(db_error)?
+        .ok_or(ApiError::NoSuch("user"))?;
+    Ok(Json(json!(user)))
 }
 
 /// `GET /admin/v1/audit`: the audit log, oldest first, with whether the hash chain holds.

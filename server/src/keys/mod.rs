@@ -261,6 +261,10 @@ mod tests {
             updated_at: 0,
             previous_key_hash: None,
             previous_valid_until: None,
+            purpose: None,
+            decided_by: None,
+            decided_at: None,
+            decision_reason: None,
         }
     }
 

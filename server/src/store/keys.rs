@@ -9,7 +9,21 @@ use super::Store;
 pub struct TeamRow {
     pub id: String,
     pub name: String,
+    /// The team's model allow-list (JSON array; empty = every configured model).
+    pub models: String,
     pub created_at: i64,
+}
+
+impl TeamRow {
+    pub fn model_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.models).unwrap_or_default()
+    }
+
+    /// Whether a key of this team may be given `model`.
+    pub fn allows(&self, model: &str) -> bool {
+        let list = self.model_list();
+        list.is_empty() || list.iter().any(|m| m == model)
+    }
 }
 
 /// A virtual key as stored: never the secret, only its keyed hash and a visible prefix.
@@ -34,11 +48,35 @@ pub struct KeyRow {
     pub updated_at: i64,
     pub previous_key_hash: Option<String>,
     pub previous_valid_until: Option<i64>,
+    pub purpose: Option<String>,
+    /// Who approved or rejected the request, when, and why.
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    pub decision_reason: Option<String>,
+}
+
+impl KeyRow {
+    pub fn model_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.models).unwrap_or_default()
+    }
+
+    pub fn tag_list(&self) -> Vec<String> {
+        serde_json::from_str(&self.tags).unwrap_or_default()
+    }
 }
 
 const KEY_COLUMNS: &str = "id, name, prefix, key_hash, team_id, project_id, user_id, status, models, tags, \
     rpm_limit, tpm_limit, budget_micros, budget_period, expires_at, created_at, updated_at, \
-    previous_key_hash, previous_valid_until";
+    previous_key_hash, previous_valid_until, purpose, decided_by, decided_at, decision_reason";
+
+/// The outcome of a conditional change to a key.
+#[derive(Debug)]
+pub enum KeyChange {
+    Done(Box<KeyRow>),
+    NotFound,
+    /// The key is not in a state that allows the change (the reason, for the caller).
+    Refused(&'static str),
+}
 
 /// Who changed what, for the audit row.
 #[derive(Debug, Clone)]
@@ -113,7 +151,10 @@ pub fn audit_hash(
 fn key_summary(k: &KeyRow) -> String {
     serde_json::json!({
         "id": k.id, "name": k.name, "prefix": k.prefix, "team_id": k.team_id, "project_id": k.project_id,
-        "status": k.status, "models": k.models, "expires_at": k.expires_at,
+        "status": k.status, "models": k.models, "tags": k.tags, "expires_at": k.expires_at,
+        "rpm_limit": k.rpm_limit, "tpm_limit": k.tpm_limit, "budget_micros": k.budget_micros,
+        "budget_period": k.budget_period, "user_id": k.user_id, "decided_by": k.decided_by,
+        "decision_reason": k.decision_reason,
     })
     .to_string()
 }
@@ -134,6 +175,7 @@ impl Store {
         let team = TeamRow {
             id: id.clone(),
             name: name.to_owned(),
+            models: "[]".to_owned(),
             created_at: now,
         };
         let after = serde_json::to_string(&team).ok();
@@ -148,24 +190,29 @@ impl Store {
     }
 
     pub async fn list_teams(&self) -> Result<Vec<TeamRow>, sqlx::Error> {
-        on_pool!(self, p => sqlx::query_as("SELECT id, name, created_at FROM teams ORDER BY name").fetch_all(p).await)
+        on_pool!(self, p => sqlx::query_as("SELECT id, name, models, created_at FROM teams ORDER BY name").fetch_all(p).await)
     }
 
     pub async fn team(&self, id: &str) -> Result<Option<TeamRow>, sqlx::Error> {
-        on_pool!(self, p => sqlx::query_as("SELECT id, name, created_at FROM teams WHERE id = $1").bind(id).fetch_optional(p).await)
+        on_pool!(self, p => sqlx::query_as("SELECT id, name, models, created_at FROM teams WHERE id = $1").bind(id).fetch_optional(p).await)
     }
 
-    /// Creates an active key (and its project, by name within the team, if new).
+    /// Creates a key (active, or a request) and its project, by name within the team, if new.
     pub async fn create_key(
         &self,
         mut key: KeyRow,
         project: Option<&str>,
         actor: &Actor,
     ) -> Result<KeyRow, sqlx::Error> {
+        let action = if key.status == "requested" {
+            "key.request"
+        } else {
+            "key.create"
+        };
         let is_pg = self.is_pg();
         let now = key.created_at;
         let sql = format!(
-            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)"
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23)"
         );
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
@@ -183,8 +230,9 @@ impl Store {
                 .bind(key.rpm_limit).bind(key.tpm_limit).bind(key.budget_micros).bind(&key.budget_period)
                 .bind(key.expires_at).bind(key.created_at).bind(key.updated_at)
                 .bind(&key.previous_key_hash).bind(key.previous_valid_until)
+                .bind(&key.purpose).bind(&key.decided_by).bind(key.decided_at).bind(&key.decision_reason)
                 .execute(&mut *tx).await?;
-            audit_in_tx!(tx, is_pg, now, actor, "key.create", "key", &key.id, None, Some(key_summary(&key)));
+            audit_in_tx!(tx, is_pg, now, actor, action, "key", &key.id, None, Some(key_summary(&key)));
             tx.commit().await?;
         });
         Ok(key)
@@ -206,15 +254,16 @@ impl Store {
         on_pool!(self, p => sqlx::query_as(&sql).bind(since_ms).fetch_all(p).await)
     }
 
-    /// Applies `change` to a key in one transaction with its audit row; `None` if no such key.
-    async fn change_key(
+    /// Applies `change` to a key in one transaction with its audit row. `change` sees the
+    /// key as locked in the transaction and may refuse (then nothing is written).
+    pub async fn change_key(
         &self,
         id: &str,
         now: i64,
         actor: &Actor,
         action: &str,
-        change: impl FnOnce(&mut KeyRow),
-    ) -> Result<Option<KeyRow>, sqlx::Error> {
+        change: impl FnOnce(&mut KeyRow) -> Result<(), &'static str>,
+    ) -> Result<KeyChange, sqlx::Error> {
         let is_pg = self.is_pg();
         let select = format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1{}",
@@ -222,40 +271,58 @@ impl Store {
         );
         on_pool!(self, p => {
             let mut tx = p.begin().await?;
+            if !is_pg {
+                // Take SQLite's write lock now so the read below cannot go stale.
+                sqlx::query("UPDATE api_keys SET updated_at = updated_at WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            }
             let Some(mut key): Option<KeyRow> = sqlx::query_as(&select).bind(id).fetch_optional(&mut *tx).await? else {
-                return Ok(None);
+                return Ok(KeyChange::NotFound);
             };
             let before = key_summary(&key);
-            change(&mut key);
-            key.updated_at = now;
+            if let Err(why) = change(&mut key) {
+                return Ok(KeyChange::Refused(why));
+            }
+            // Strictly later than the last change, so every instance's cache refresh sees it.
+            key.updated_at = now.max(key.updated_at + 1);
             sqlx::query(
                 "UPDATE api_keys SET status = $2, key_hash = $3, prefix = $4, previous_key_hash = $5, \
-                 previous_valid_until = $6, updated_at = $7 WHERE id = $1",
+                 previous_valid_until = $6, updated_at = $7, models = $8, tags = $9, rpm_limit = $10, \
+                 tpm_limit = $11, budget_micros = $12, budget_period = $13, expires_at = $14, \
+                 decided_by = $15, decided_at = $16, decision_reason = $17 WHERE id = $1",
             )
             .bind(&key.id).bind(&key.status).bind(&key.key_hash).bind(&key.prefix)
-            .bind(&key.previous_key_hash).bind(key.previous_valid_until).bind(now)
+            .bind(&key.previous_key_hash).bind(key.previous_valid_until).bind(key.updated_at)
+            .bind(&key.models).bind(&key.tags).bind(key.rpm_limit).bind(key.tpm_limit)
+            .bind(key.budget_micros).bind(&key.budget_period).bind(key.expires_at)
+            .bind(&key.decided_by).bind(key.decided_at).bind(&key.decision_reason)
             .execute(&mut *tx).await?;
             audit_in_tx!(tx, is_pg, now, actor, action, "key", id, Some(before), Some(key_summary(&key)));
             tx.commit().await?;
-            Ok(Some(key))
+            Ok(KeyChange::Done(Box::new(key)))
         })
     }
 
+    /// Revokes a key in any live state (requested, approved or active).
     pub async fn revoke_key(
         &self,
         id: &str,
         now: i64,
         actor: &Actor,
-    ) -> Result<Option<KeyRow>, sqlx::Error> {
+    ) -> Result<KeyChange, sqlx::Error> {
         self.change_key(id, now, actor, "key.revoke", |k| {
+            if !matches!(k.status.as_str(), "requested" | "approved" | "active") {
+                return Err("the key is not live");
+            }
             k.status = "revoked".into();
+            k.key_hash = None;
             k.previous_key_hash = None;
             k.previous_valid_until = None;
+            Ok(())
         })
         .await
     }
 
-    /// A new secret; the old one keeps working until `grace_until`.
+    /// A new secret for an active key; the old one keeps working until `grace_until`.
     pub async fn rotate_key(
         &self,
         id: &str,
@@ -264,14 +331,113 @@ impl Store {
         grace_until: i64,
         now: i64,
         actor: &Actor,
-    ) -> Result<Option<KeyRow>, sqlx::Error> {
+    ) -> Result<KeyChange, sqlx::Error> {
         self.change_key(id, now, actor, "key.rotate", |k| {
+            if k.status != "active" {
+                return Err("only an active key can be rotated");
+            }
             k.previous_key_hash = k.key_hash.take();
             k.previous_valid_until = Some(grace_until);
             k.key_hash = Some(new_hash.to_owned());
             k.prefix = new_prefix.to_owned();
+            Ok(())
         })
         .await
+    }
+
+    /// A lead's decision on a key request.
+    pub async fn decide_key(
+        &self,
+        id: &str,
+        approve: bool,
+        reason: Option<&str>,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<KeyChange, sqlx::Error> {
+        let action = if approve { "key.approve" } else { "key.reject" };
+        self.change_key(id, now, actor, action, |k| {
+            if k.status != "requested" {
+                return Err("the request was decided already");
+            }
+            k.status = if approve { "approved" } else { "rejected" }.into();
+            k.decided_by = Some(actor.name.clone());
+            k.decided_at = Some(now);
+            k.decision_reason = reason.map(str::to_owned);
+            Ok(())
+        })
+        .await
+    }
+
+    /// An approved key's secret, given to its owner once: the key becomes active with the
+    /// secret's hash. A second reveal finds the key active and is refused.
+    pub async fn reveal_key(
+        &self,
+        id: &str,
+        hash: &str,
+        prefix: &str,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<KeyChange, sqlx::Error> {
+        self.change_key(id, now, actor, "key.reveal", |k| {
+            if k.status != "approved" {
+                return Err("the key is not waiting to be revealed");
+            }
+            k.status = "active".into();
+            k.key_hash = Some(hash.to_owned());
+            k.prefix = prefix.to_owned();
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn keys_of_team(&self, team_id: &str) -> Result<Vec<KeyRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE team_id = $1 ORDER BY created_at DESC"
+        );
+        on_pool!(self, p => sqlx::query_as(&sql).bind(team_id).fetch_all(p).await)
+    }
+
+    pub async fn keys_of_user(&self, user_id: &str) -> Result<Vec<KeyRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created_at DESC"
+        );
+        on_pool!(self, p => sqlx::query_as(&sql).bind(user_id).fetch_all(p).await)
+    }
+
+    /// Project names by id, for a team.
+    pub async fn projects_of_team(
+        &self,
+        team_id: &str,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        on_pool!(self, p => sqlx::query_as("SELECT id, name FROM projects WHERE team_id = $1 ORDER BY name").bind(team_id).fetch_all(p).await)
+    }
+
+    pub async fn all_projects(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
+        on_pool!(self, p => sqlx::query_as("SELECT id, name FROM projects").fetch_all(p).await)
+    }
+
+    /// Sets a team's model allow-list.
+    pub async fn set_team_models(
+        &self,
+        team_id: &str,
+        models: &[String],
+        now: i64,
+        actor: &Actor,
+    ) -> Result<Option<TeamRow>, sqlx::Error> {
+        let is_pg = self.is_pg();
+        let json = serde_json::to_string(models).unwrap_or_else(|_| "[]".into());
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let before: Option<TeamRow> = sqlx::query_as("SELECT id, name, models, created_at FROM teams WHERE id = $1")
+                .bind(team_id).fetch_optional(&mut *tx).await?;
+            let Some(mut team) = before else { return Ok(None) };
+            let before = serde_json::to_string(&team).ok();
+            sqlx::query("UPDATE teams SET models = $2 WHERE id = $1").bind(team_id).bind(&json).execute(&mut *tx).await?;
+            team.models = json;
+            audit_in_tx!(tx, is_pg, now, actor, "team.models", "team", team_id, before, serde_json::to_string(&team).ok());
+            tx.commit().await?;
+            Ok(Some(team))
+        })
     }
 
     /// The audit chain in order: (seq, prev_hash, hash, recomputed hash).

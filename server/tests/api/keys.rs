@@ -222,7 +222,7 @@ async fn key_lifecycle_through_the_admin_api(b: Backend) {
     let again = admin_post(&app, &format!("/admin/v1/keys/{id}/rotate"), json!({})).await;
     assert_eq!(
         again.status(),
-        400,
+        409,
         "a revoked key cannot be rotated back to life"
     );
     let missing = app
