@@ -4,8 +4,121 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionUser {
+    pub id: String,
+    pub username: String,
+    /// Organisation role: admin, finance, auditor or member.
+    pub role: String,
+    /// The session's anti-forgery token: every state-changing form sends it back.
+    pub csrf: String,
+    pub teams: Vec<TeamRef>,
+}
+
+impl SessionUser {
+    pub fn leads_any(&self) -> bool {
+        self.role == "admin" || self.teams.iter().any(|t| t.role == "lead")
+    }
+}
+
+/// A team as one of its people sees it: id, name and their role there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamRef {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+}
+
+/// A virtual key as the console shows it (never a hash; the secret only in [`SecretDto`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyDto {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub team_id: String,
+    pub team: String,
+    pub project: Option<String>,
+    pub owner: Option<String>,
+    /// requested, approved, active, rejected, revoked or expired.
+    pub status: String,
+    pub models: Vec<String>,
+    pub purpose: Option<String>,
+    pub decided_by: Option<String>,
+    pub decision_reason: Option<String>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub budget_usd: Option<f64>,
+    pub budget_period: Option<String>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub previous_valid_until: Option<i64>,
+}
+
+/// A secret shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretDto {
+    pub key_id: String,
+    pub name: String,
+    pub secret: String,
+}
+
+/// A team a member may request a key in, with the models they may ask for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamOption {
+    pub id: String,
+    pub name: String,
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MyKeysDto {
+    pub csrf: String,
+    pub keys: Vec<KeyDto>,
+    pub teams: Vec<TeamOption>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberDto {
+    pub user_id: String,
     pub username: String,
     pub role: String,
+}
+
+/// One team on the Team page; `keys` (pending requests included) only for its leads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamPageDto {
+    pub id: String,
+    pub name: String,
+    pub models: Vec<String>,
+    /// The viewer's role here: lead, member, or admin.
+    pub my_role: String,
+    pub members: Vec<MemberDto>,
+    pub projects: Vec<String>,
+    pub keys: Vec<KeyDto>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeamsDto {
+    pub csrf: String,
+    pub my_id: String,
+    pub teams: Vec<TeamPageDto>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDto {
+    pub id: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub role: String,
+    pub teams: Vec<TeamRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsersDto {
+    pub csrf: String,
+    pub my_id: String,
+    pub users: Vec<UserDto>,
+    /// Every team: (id, name).
+    pub teams: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -57,6 +57,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("") view=OverviewPage />
                     <Route path=path!("keys") view=KeysPage />
                     <Route path=path!("teams") view=TeamsPage />
+                    <Route path=path!("users") view=UsersPage />
                     <Route path=path!("spend") view=SpendPage />
                     <Route path=path!("audit") view=AuditPage />
                     <Route path=path!("models") view=ModelsPage />

@@ -8,14 +8,18 @@ use leptos_router::{
     hooks::use_query_map,
 };
 
-use crate::api::{SetupAdmin, SignIn, SignOut, current_user, models, overview};
-use crate::dto::{ModelGroupDto, OverviewDto};
+use crate::api::{
+    CreateTeam, DecideKey, RequestKey, RevealKey, RevokeKey, RotateKey, SetMembership, SetUserRole,
+    SetupAdmin, SignIn, SignOut, current_user, models, my_keys, overview, sso_label, teams, users,
+};
+use crate::dto::{KeyDto, ModelGroupDto, MyKeysDto, OverviewDto, SecretDto, TeamsDto, UsersDto};
 
 /// Pages of the console, in navigation order: (path, label).
 pub const NAV: &[(&str, &str)] = &[
     ("/", "Overview"),
-    ("/keys", "Keys"),
-    ("/teams", "Teams"),
+    ("/keys", "My keys"),
+    ("/teams", "Team"),
+    ("/users", "Users & roles"),
     ("/spend", "Spend"),
     ("/audit", "Audit"),
     ("/models", "Models"),
@@ -30,6 +34,7 @@ pub fn Layout() -> impl IntoView {
     // interactive console from the server-rendered one.
     let hydrated = RwSignal::new(false);
     Effect::new(move |_| hydrated.set(true));
+    provide_context(Hydrated(hydrated));
     let sign_out = ServerAction::<SignOut>::new();
     view! {
         <div class="shell" data-hydrated=move || hydrated.get().to_string()>
@@ -64,6 +69,12 @@ pub fn Layout() -> impl IntoView {
                                             " · "
                                             {u.role}
                                         </span>
+                                        <ActionForm action=sign_out attr:class="inline">
+                                            <input type="hidden" name="csrf_token" value=u.csrf />
+                                            <button type="submit" class="link" data-testid="sign-out">
+                                                "Sign out"
+                                            </button>
+                                        </ActionForm>
                                     }
                                         .into_any()
                                 }
@@ -71,11 +82,6 @@ pub fn Layout() -> impl IntoView {
                             }
                         })}
                     </Suspense>
-                    <ActionForm action=sign_out attr:class="inline">
-                        <button type="submit" class="link" data-testid="sign-out">
-                            "Sign out"
-                        </button>
-                    </ActionForm>
                 </header>
                 <main class="content">
                     <Outlet />
@@ -100,6 +106,7 @@ fn error_text(code: &str) -> &'static str {
 pub fn LoginPage() -> impl IntoView {
     let query = use_query_map();
     let sign_in = ServerAction::<SignIn>::new();
+    let sso = Resource::new(|| (), |_| sso_label());
     let error = move || query.read().get("error").map(|c| error_text(&c));
     let notice = move || {
         let q = query.read();
@@ -116,6 +123,22 @@ pub fn LoginPage() -> impl IntoView {
         <div class="auth-page">
             <div class="card auth-card">
                 <h1>"Sign in"</h1>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        match sso.await {
+                            Ok(Some(label)) => {
+                                view! {
+                                    <a class="button primary sso" href="/auth/login" rel="external" data-testid="sso">
+                                        {label}
+                                    </a>
+                                    <p class="muted small divider">"or"</p>
+                                }
+                                    .into_any()
+                            }
+                            _ => ().into_any(),
+                        }
+                    })}
+                </Suspense>
                 <p class="muted">"Local administrator (break-glass) account."</p>
                 {move || notice().map(|n| view! { <p class="notice">{n}</p> })}
                 {move || {
@@ -251,16 +274,6 @@ fn Planned(title: &'static str, what: &'static str) -> impl IntoView {
 }
 
 #[component]
-pub fn KeysPage() -> impl IntoView {
-    view! { <Planned title="Keys" what="Request, approve, reveal, rotate and revoke virtual keys." /> }
-}
-
-#[component]
-pub fn TeamsPage() -> impl IntoView {
-    view! { <Planned title="Teams" what="Teams, their members, projects and pending key requests." /> }
-}
-
-#[component]
 pub fn SpendPage() -> impl IntoView {
     view! { <Planned title="Spend" what="Spend by provider, team, model and over time; budgets and their burn." /> }
 }
@@ -375,5 +388,562 @@ pub fn NotFound() -> impl IntoView {
                 </p>
             </div>
         </div>
+    }
+}
+
+/// Set by the layout: true once the page is interactive in the browser.
+#[derive(Clone, Copy)]
+pub struct Hydrated(pub RwSignal<bool>);
+
+fn is_hydrated() -> Signal<bool> {
+    let h = use_context::<Hydrated>().map(|h| h.0);
+    Signal::derive(move || h.is_some_and(|s| s.get()))
+}
+
+fn when(ms: i64) -> String {
+    let secs = ms / 1000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// An action's failure, in words.
+fn failure<T, I>(action: ServerAction<I>) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static,
+    I: leptos::server_fn::ServerFn<Output = T, Error = ServerFnError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    move || {
+        action.value().get().and_then(|r| r.err()).map(|e| {
+            let text = e.to_string();
+            let text = text
+                .strip_prefix("error running server function: ")
+                .unwrap_or(&text)
+                .to_owned();
+            view! { <p class="error" role="alert" data-testid="action-error">{text}</p> }
+        })
+    }
+}
+
+#[component]
+fn SecretBox(secret: SecretDto) -> impl IntoView {
+    view! {
+        <div class="card secret" data-testid="secret" data-key=secret.key_id>
+            <h2>"Your key " {secret.name}</h2>
+            <p>"Copy it now: it is shown this once and cannot be shown again."</p>
+            <code class="mono" data-testid="secret-value">{secret.secret}</code>
+        </div>
+    }
+}
+
+fn status_badge(status: String) -> impl IntoView {
+    let class = format!("badge {status}");
+    view! { <span class=class data-testid="status">{status}</span> }
+}
+
+#[component]
+pub fn KeysPage() -> impl IntoView {
+    let request = ServerAction::<RequestKey>::new();
+    let reveal = ServerAction::<RevealKey>::new();
+    let rotate = ServerAction::<RotateKey>::new();
+    let revoke = ServerAction::<RevokeKey>::new();
+    let data = Resource::new(
+        move || {
+            (
+                request.version().get(),
+                reveal.version().get(),
+                rotate.version().get(),
+                revoke.version().get(),
+            )
+        },
+        |_| my_keys(),
+    );
+    let shown = move || {
+        reveal
+            .value()
+            .get()
+            .and_then(|r| r.ok())
+            .or_else(|| rotate.value().get().and_then(|r| r.ok()))
+            .map(|secret| view! { <SecretBox secret /> })
+    };
+    view! {
+        <Title text="My keys" />
+        <h1>"My keys"</h1>
+        {shown}
+        {failure(request)}
+        {failure(reveal)}
+        {failure(rotate)}
+        {failure(revoke)}
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(d) => view! { <MyKeysBody d request reveal rotate revoke /> }.into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn MyKeysBody(
+    d: MyKeysDto,
+    request: ServerAction<RequestKey>,
+    reveal: ServerAction<RevealKey>,
+    rotate: ServerAction<RotateKey>,
+    revoke: ServerAction<RevokeKey>,
+) -> impl IntoView {
+    let hydrated = is_hydrated();
+    let csrf = d.csrf.clone();
+    let request_form = if d.teams.is_empty() {
+        view! {
+            <p class="muted">
+                "You are not in a team yet. An admin (or your SSO groups) puts you in one; then you can request keys here."
+            </p>
+        }
+            .into_any()
+    } else {
+        let allowed: Vec<String> = d
+            .teams
+            .iter()
+            .map(|t| format!("{}: {}", t.name, t.models.join(", ")))
+            .collect();
+        let form_csrf = csrf.clone();
+        view! {
+            <ActionForm action=request attr:data-testid="request-form">
+                <input type="hidden" name="csrf_token" value=form_csrf />
+                <div class="grid2">
+                    <label>
+                        "Team"
+                        <select name="team_id" required>
+                            {d
+                                .teams
+                                .iter()
+                                .map(|t| view! { <option value=t.id.clone()>{t.name.clone()}</option> })
+                                .collect_view()}
+                        </select>
+                    </label>
+                    <label>"Key name" <input type="text" name="name" maxlength="128" required /></label>
+                    <label>"Project (optional)" <input type="text" name="project" maxlength="128" /></label>
+                    <label>
+                        "Models (comma-separated; empty: all your team allows)"
+                        <input type="text" name="models" />
+                    </label>
+                </div>
+                <label>"Purpose" <textarea name="purpose" maxlength="500" rows="2"></textarea></label>
+                <p class="muted small">"Allowed models — " {allowed.join(" · ")}</p>
+                <button type="submit" class="primary">"Request key"</button>
+            </ActionForm>
+        }
+            .into_any()
+    };
+    view! {
+        <section class="card">
+            <h2>"Request a key"</h2>
+            {request_form}
+        </section>
+        <section class="card">
+            <h2>"Your keys"</h2>
+            {if d.keys.is_empty() {
+                view! { <p class="muted">"No keys yet."</p> }.into_any()
+            } else {
+                view! {
+                    <table>
+                        <thead>
+                            <tr>
+                                <th>"Name"</th>
+                                <th>"Team / project"</th>
+                                <th>"Prefix"</th>
+                                <th>"Models"</th>
+                                <th>"Status"</th>
+                                <th>"Requested"</th>
+                                <th></th>
+                            </tr>
+                        </thead>
+                        <tbody>
+                            {d
+                                .keys
+                                .into_iter()
+                                .map(|k| {
+                                    let csrf = csrf.clone();
+                                    let id = k.id.clone();
+                                    let actions = match k.status.as_str() {
+                                        "approved" => {
+                                            view! {
+                                                <ActionForm action=reveal attr:class="inline">
+                                                    <input type="hidden" name="csrf_token" value=csrf />
+                                                    <input type="hidden" name="key_id" value=id />
+                                                    <button type="submit" class="primary" data-testid="reveal" disabled=move || !hydrated.get()>
+                                                        "Reveal key"
+                                                    </button>
+                                                </ActionForm>
+                                            }
+                                                .into_any()
+                                        }
+                                        "active" => {
+                                            let (csrf2, id2) = (csrf.clone(), id.clone());
+                                            view! {
+                                                <ActionForm action=rotate attr:class="inline">
+                                                    <input type="hidden" name="csrf_token" value=csrf2 />
+                                                    <input type="hidden" name="key_id" value=id2 />
+                                                    <button type="submit" data-testid="rotate" disabled=move || !hydrated.get()>
+                                                        "Rotate"
+                                                    </button>
+                                                </ActionForm>
+                                                <ActionForm action=revoke attr:class="inline">
+                                                    <input type="hidden" name="csrf_token" value=csrf />
+                                                    <input type="hidden" name="key_id" value=id />
+                                                    <button type="submit" class="danger" data-testid="revoke">"Revoke"</button>
+                                                </ActionForm>
+                                            }
+                                                .into_any()
+                                        }
+                                        "requested" => {
+                                            view! {
+                                                <ActionForm action=revoke attr:class="inline">
+                                                    <input type="hidden" name="csrf_token" value=csrf />
+                                                    <input type="hidden" name="key_id" value=id />
+                                                    <button type="submit" data-testid="withdraw">"Withdraw"</button>
+                                                </ActionForm>
+                                            }
+                                                .into_any()
+                                        }
+                                        _ => ().into_any(),
+                                    };
+                                    let note = k
+                                        .decision_reason
+                                        .clone()
+                                        .map(|r| view! { <div class="muted small">"Reason: " {r}</div> });
+                                    view! {
+                                        <tr data-testid="my-key" data-name=k.name.clone() data-status=k.status.clone()>
+                                            <td>{k.name.clone()} {note}</td>
+                                            <td>{k.team.clone()} {k.project.clone().map(|p| format!(" / {p}"))}</td>
+                                            <td class="mono">{if k.prefix.is_empty() { "—".to_owned() } else { format!("{}…", k.prefix) }}</td>
+                                            <td class="mono small">{k.models.join(", ")}</td>
+                                            <td>{status_badge(k.status.clone())}</td>
+                                            <td class="small">{when(k.created_at)}</td>
+                                            <td>{actions}</td>
+                                        </tr>
+                                    }
+                                })
+                                .collect_view()}
+                        </tbody>
+                    </table>
+                }
+                    .into_any()
+            }}
+        </section>
+    }
+}
+
+#[component]
+pub fn TeamsPage() -> impl IntoView {
+    let decide = ServerAction::<DecideKey>::new();
+    let revoke = ServerAction::<RevokeKey>::new();
+    let data = Resource::new(
+        move || (decide.version().get(), revoke.version().get()),
+        |_| teams(),
+    );
+    view! {
+        <Title text="Team" />
+        <h1>"Team"</h1>
+        {failure(decide)}
+        {failure(revoke)}
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(d) => view! { <TeamsBody d decide revoke /> }.into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn TeamsBody(
+    d: TeamsDto,
+    decide: ServerAction<DecideKey>,
+    revoke: ServerAction<RevokeKey>,
+) -> impl IntoView {
+    if d.teams.is_empty() {
+        return view! { <p class="muted">"You are not in a team yet."</p> }.into_any();
+    }
+    let csrf = d.csrf.clone();
+    let my_id = d.my_id.clone();
+    d.teams
+        .into_iter()
+        .map(|t| {
+            let leads = t.my_role == "lead" || t.my_role == "admin";
+            let (pending, keys): (Vec<KeyDto>, Vec<KeyDto>) =
+                t.keys.into_iter().partition(|k| k.status == "requested");
+            let csrf = csrf.clone();
+            let my_id = my_id.clone();
+            let members = t
+                .members
+                .iter()
+                .map(|m| {
+                    view! {
+                        <tr data-testid="member">
+                            <td>{m.username.clone()}</td>
+                            <td>{m.role.clone()}</td>
+                        </tr>
+                    }
+                })
+                .collect_view();
+            let models = if t.models.is_empty() { "all configured models".to_owned() } else { t.models.join(", ") };
+            let lead_part = leads.then(|| {
+                let pending_rows = pending
+                    .into_iter()
+                    .map(|k| {
+                        let csrf = csrf.clone();
+                        let own = k.owner.is_some() && t.members.iter().any(|m| Some(&m.username) == k.owner.as_ref() && m.user_id == my_id);
+                        view! {
+                            <tr data-testid="pending" data-name=k.name.clone()>
+                                <td>{k.name.clone()}</td>
+                                <td>{k.owner.clone().unwrap_or_default()}</td>
+                                <td>{k.project.clone().unwrap_or_default()}</td>
+                                <td class="mono small">{k.models.join(", ")}</td>
+                                <td class="small">{k.purpose.clone().unwrap_or_default()}</td>
+                                <td>
+                                    {if own {
+                                        view! { <span class="muted small">"your own request: another lead decides"</span> }.into_any()
+                                    } else {
+                                        let (csrf2, id1, id2) = (csrf.clone(), k.id.clone(), k.id.clone());
+                                        view! {
+                                            <ActionForm action=decide attr:class="inline">
+                                                <input type="hidden" name="csrf_token" value=csrf2 />
+                                                <input type="hidden" name="key_id" value=id1 />
+                                                <input type="hidden" name="decision" value="approve" />
+                                                <button type="submit" class="primary" data-testid="approve">"Approve"</button>
+                                            </ActionForm>
+                                            <ActionForm action=decide attr:class="inline">
+                                                <input type="hidden" name="csrf_token" value=csrf />
+                                                <input type="hidden" name="key_id" value=id2 />
+                                                <input type="hidden" name="decision" value="reject" />
+                                                <input type="text" name="reason" placeholder="Reason" required maxlength="500" />
+                                                <button type="submit" data-testid="reject">"Reject"</button>
+                                            </ActionForm>
+                                        }
+                                            .into_any()
+                                    }}
+                                </td>
+                            </tr>
+                        }
+                    })
+                    .collect_view();
+                let key_rows = keys
+                    .into_iter()
+                    .map(|k| {
+                        let live = matches!(k.status.as_str(), "approved" | "active");
+                        let csrf = csrf.clone();
+                        view! {
+                            <tr data-testid="team-key" data-name=k.name.clone() data-status=k.status.clone()>
+                                <td>{k.name.clone()}</td>
+                                <td>{k.owner.clone().unwrap_or_default()}</td>
+                                <td class="mono">{if k.prefix.is_empty() { "—".to_owned() } else { format!("{}…", k.prefix) }}</td>
+                                <td>{status_badge(k.status.clone())}</td>
+                                <td>
+                                    {live.then(|| view! {
+                                        <ActionForm action=revoke attr:class="inline">
+                                            <input type="hidden" name="csrf_token" value=csrf />
+                                            <input type="hidden" name="key_id" value=k.id.clone() />
+                                            <button type="submit" class="danger" data-testid="revoke">"Revoke"</button>
+                                        </ActionForm>
+                                    })}
+                                </td>
+                            </tr>
+                        }
+                    })
+                    .collect_view();
+                view! {
+                    <h3>"Requests waiting for a decision"</h3>
+                    <table>
+                        <thead>
+                            <tr><th>"Key"</th><th>"Requested by"</th><th>"Project"</th><th>"Models"</th><th>"Purpose"</th><th></th></tr>
+                        </thead>
+                        <tbody>{pending_rows}</tbody>
+                    </table>
+                    <h3>"The team's keys"</h3>
+                    <table>
+                        <thead>
+                            <tr><th>"Key"</th><th>"Owner"</th><th>"Prefix"</th><th>"Status"</th><th></th></tr>
+                        </thead>
+                        <tbody>{key_rows}</tbody>
+                    </table>
+                }
+            });
+            view! {
+                <section class="card" data-testid="team" data-name=t.name.clone()>
+                    <h2>{t.name.clone()} <span class="muted small">" · you: " {t.my_role.clone()}</span></h2>
+                    <p class="muted small">"Models: " {models} " · Projects: " {t.projects.join(", ")}</p>
+                    <h3>"Members"</h3>
+                    <table>
+                        <thead><tr><th>"User"</th><th>"Role"</th></tr></thead>
+                        <tbody>{members}</tbody>
+                    </table>
+                    {lead_part}
+                </section>
+            }
+        })
+        .collect_view()
+        .into_any()
+}
+
+#[component]
+pub fn UsersPage() -> impl IntoView {
+    let set_role = ServerAction::<SetUserRole>::new();
+    let set_member = ServerAction::<SetMembership>::new();
+    let create_team = ServerAction::<CreateTeam>::new();
+    let data = Resource::new(
+        move || {
+            (
+                set_role.version().get(),
+                set_member.version().get(),
+                create_team.version().get(),
+            )
+        },
+        |_| users(),
+    );
+    view! {
+        <Title text="Users & roles" />
+        <h1>"Users & roles"</h1>
+        {failure(set_role)}
+        {failure(set_member)}
+        {failure(create_team)}
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(d) => view! { <UsersBody d set_role set_member create_team /> }.into_any(),
+                    Err(e) => view! { <p class="error" data-testid="page-error">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn UsersBody(
+    d: UsersDto,
+    set_role: ServerAction<SetUserRole>,
+    set_member: ServerAction<SetMembership>,
+    create_team: ServerAction<CreateTeam>,
+) -> impl IntoView {
+    let csrf = d.csrf.clone();
+    let rows = d
+        .users
+        .iter()
+        .map(|u| {
+            let teams = u
+                .teams
+                .iter()
+                .map(|t| format!("{} ({})", t.name, t.role))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let me = u.id == d.my_id;
+            let role_cell = if me {
+                view! { <span>{u.role.clone()} <span class="muted small">" (you)"</span></span> }
+                    .into_any()
+            } else {
+                let current = u.role.clone();
+                let (row_csrf, row_id) = (csrf.clone(), u.id.clone());
+                view! {
+                    <ActionForm action=set_role attr:class="inline">
+                        <input type="hidden" name="csrf_token" value=row_csrf />
+                        <input type="hidden" name="user_id" value=row_id />
+                        <select name="role">
+                            {["member", "finance", "auditor", "admin"]
+                                .into_iter()
+                                .map(|r| {
+                                    let selected = current == r;
+                                    view! { <option value=r selected=selected>{r}</option> }
+                                })
+                                .collect_view()}
+                        </select>
+                        <button type="submit">"Save"</button>
+                    </ActionForm>
+                }
+                .into_any()
+            };
+            view! {
+                <tr data-testid="user" data-name=u.username.clone()>
+                    <td>{u.username.clone()}</td>
+                    <td>{u.display_name.clone().unwrap_or_default()}</td>
+                    <td>{role_cell}</td>
+                    <td class="small">{teams}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let member_csrf = csrf.clone();
+    let user_options = d
+        .users
+        .iter()
+        .map(|u| view! { <option value=u.id.clone()>{u.username.clone()}</option> })
+        .collect_view();
+    let team_options = d
+        .teams
+        .iter()
+        .map(|(id, name)| view! { <option value=id.clone()>{name.clone()}</option> })
+        .collect_view();
+    view! {
+        <section class="card">
+            <h2>"People"</h2>
+            <table>
+                <thead><tr><th>"User"</th><th>"Name"</th><th>"Role"</th><th>"Teams"</th></tr></thead>
+                <tbody>{rows}</tbody>
+            </table>
+        </section>
+        <section class="card">
+            <h2>"Team membership"</h2>
+            <ActionForm action=set_member>
+                <input type="hidden" name="csrf_token" value=member_csrf />
+                <div class="grid2">
+                    <label>
+                        "User"
+                        <select name="user_id">{user_options}</select>
+                    </label>
+                    <label>
+                        "Team"
+                        <select name="team_id">{team_options}</select>
+                    </label>
+                    <label>
+                        "Role in the team"
+                        <select name="role">
+                            <option value="member">"member"</option>
+                            <option value="lead">"lead"</option>
+                            <option value="none">"remove from team"</option>
+                        </select>
+                    </label>
+                </div>
+                <button type="submit" class="primary">"Save membership"</button>
+            </ActionForm>
+        </section>
+        <section class="card">
+            <h2>"New team"</h2>
+            <ActionForm action=create_team>
+                <input type="hidden" name="csrf_token" value=csrf />
+                <label>"Name" <input type="text" name="name" maxlength="128" required /></label>
+                <button type="submit">"Create team"</button>
+            </ActionForm>
+        </section>
     }
 }

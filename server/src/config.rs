@@ -52,9 +52,63 @@ pub struct Config {
     /// Rules sending requests to another (cheaper) model; the first that matches applies.
     #[serde(default)]
     pub route_rules: Vec<RouteRuleConfig>,
+    /// Single sign-on for the console (OpenID Connect).
+    pub sso: Option<SsoConfig>,
     /// Set by the loader, never by the file: true when no config file was given.
     #[serde(skip)]
     pub demo: bool,
+}
+
+/// Single sign-on through any OpenID Connect provider (Okta, Entra ID, Google, Keycloak…).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoConfig {
+    /// The issuer exactly as the provider names itself (compared character for character
+    /// with the discovery document and the ID tokens); its
+    /// `/.well-known/openid-configuration` is read at the first sign-in.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Where the provider sends people back; default `{server.public_url}/auth/callback`.
+    pub redirect_url: Option<Url>,
+    /// Scopes besides `openid`.
+    #[serde(default = "defaults::sso_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID-token claim holding the user's groups (`groups`, `roles`, …).
+    #[serde(default = "defaults::sso_groups_claim")]
+    pub groups_claim: String,
+    /// E-mail domains allowed to sign in; empty allows any.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// The role of a user none of whose groups maps to one.
+    #[serde(default = "defaults::sso_default_role")]
+    pub default_role: String,
+    /// The label of the sign-in button.
+    #[serde(default = "defaults::sso_label")]
+    pub label: String,
+    /// Group → organisation role; the highest matching role wins.
+    #[serde(default)]
+    pub roles: Vec<SsoRoleMapping>,
+    /// Group → team membership (teams are created when first needed).
+    #[serde(default)]
+    pub teams: Vec<SsoTeamMapping>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoRoleMapping {
+    pub group: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoTeamMapping {
+    pub group: String,
+    pub team: String,
+    /// `lead` or `member` (default).
+    #[serde(default = "defaults::sso_team_role")]
+    pub role: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,6 +382,21 @@ pub struct PriceConfig {
 }
 
 mod defaults {
+    pub fn sso_scopes() -> Vec<String> {
+        vec!["email".into(), "profile".into()]
+    }
+    pub fn sso_groups_claim() -> String {
+        "groups".into()
+    }
+    pub fn sso_default_role() -> String {
+        "member".into()
+    }
+    pub fn sso_label() -> String {
+        "Sign in with SSO".into()
+    }
+    pub fn sso_team_role() -> String {
+        "member".into()
+    }
     pub fn max_body_bytes() -> usize {
         16 * 1024 * 1024
     }
@@ -512,6 +581,7 @@ impl Config {
             model_groups: Vec::new(),
             fallbacks: Vec::new(),
             route_rules: Vec::new(),
+            sso: None,
             demo: true,
         }
     }
@@ -561,6 +631,9 @@ impl Config {
                 "server.public_url",
                 "must be an http:// or https:// URL",
             ));
+        }
+        if let Some(sso) = &self.sso {
+            self.validate_sso(file, sso)?;
         }
         if self.deployments.is_empty() {
             return Err(ConfigError::new(
@@ -852,6 +925,77 @@ impl Config {
             return beside;
         }
         PathBuf::from("target/site")
+    }
+
+    fn validate_sso(&self, file: &str, sso: &SsoConfig) -> Result<(), ConfigError> {
+        let Ok(issuer) = Url::parse(&sso.issuer) else {
+            return Err(ConfigError::new(file, "sso.issuer", "must be a URL"));
+        };
+        let loopback = issuer
+            .host_str()
+            .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]");
+        if issuer.scheme() != "https" && !loopback {
+            return Err(ConfigError::new(
+                file,
+                "sso.issuer",
+                "must be an https:// URL (http only on loopback, for tests)",
+            ));
+        }
+        if sso.client_id.trim().is_empty() {
+            return Err(ConfigError::new(file, "sso.client_id", "must not be empty"));
+        }
+        if sso.redirect_url.is_none() && self.server.public_url.is_none() {
+            return Err(ConfigError::new(
+                file,
+                "sso.redirect_url",
+                "is required unless server.public_url is set",
+            ));
+        }
+        let roles = ["admin", "finance", "auditor", "member"];
+        if !roles.contains(&sso.default_role.as_str()) {
+            return Err(ConfigError::new(
+                file,
+                "sso.default_role",
+                "is admin, finance, auditor or member",
+            ));
+        }
+        for (i, r) in sso.roles.iter().enumerate() {
+            if !roles.contains(&r.role.as_str()) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("sso.roles[{i}].role"),
+                    "is admin, finance, auditor or member",
+                ));
+            }
+        }
+        for (i, t) in sso.teams.iter().enumerate() {
+            if !matches!(t.role.as_str(), "lead" | "member") {
+                return Err(ConfigError::new(
+                    file,
+                    format!("sso.teams[{i}].role"),
+                    "is lead or member",
+                ));
+            }
+            if t.team.trim().is_empty() || t.team.len() > 128 {
+                return Err(ConfigError::new(
+                    file,
+                    format!("sso.teams[{i}].team"),
+                    "must be 1 to 128 characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the identity provider sends people back after sign-in.
+    pub fn sso_redirect_url(&self) -> Option<Url> {
+        let sso = self.sso.as_ref()?;
+        sso.redirect_url.clone().or_else(|| {
+            self.server
+                .public_url
+                .as_ref()
+                .and_then(|u| u.join("/auth/callback").ok())
+        })
     }
 
     pub fn secure_cookies(&self) -> bool {

@@ -83,13 +83,13 @@ impl Application {
         if !site_root.join("pkg").is_dir() {
             tracing::warn!(site_root = %site_root.display(), "console assets not found: pages work without JavaScript only");
         }
-        let console = Arc::new(Console::new(
-            store,
-            models,
-            state.prices.clone(),
-            auth,
-            state.config.secure_cookies(),
-        ));
+        let sso = match (&state.config.sso, state.config.sso_redirect_url()) {
+            (Some(cfg), Some(redirect)) => {
+                Some(Arc::new(console::sso::Sso::new(cfg.clone(), redirect)?))
+            }
+            _ => None,
+        };
+        let console = Arc::new(Console::new(&state, sso, state.config.secure_cookies()));
         let console_router =
             console::routes::router(console, console::routes::leptos_options(&site_root));
         let router = crate::router::router(state.clone(), console_router);

@@ -2,20 +2,26 @@
 //! argon2id, server-side sessions, first-run setup, the Overview's figures) and the Leptos
 //! routes with the gate that keeps signed-out visitors on the sign-in page.
 
+mod manage;
 pub mod password;
 pub mod routes;
+pub mod sso;
 mod throttle;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use app::dto::{ModelGroupDto, ModelSummary, OverviewDto, SessionUser};
-use app::port::{ConsoleError, ConsolePort, SetCookie};
+use app::dto::{
+    KeyDto, ModelGroupDto, ModelSummary, MyKeysDto, OverviewDto, SecretDto, SessionUser, TeamRef,
+    TeamsDto, UsersDto,
+};
+use app::port::{ConsoleError, ConsolePort, KeyLimitsForm, KeyRequestForm, SetCookie};
 use async_trait::async_trait;
 use axum::http::{HeaderMap, header};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::access::KeyService;
 use crate::auth::Authenticator;
 use crate::meter::PriceBook;
 use crate::route::ModelGroups;
@@ -37,26 +43,72 @@ pub struct Console {
     models: Arc<ModelGroups>,
     prices: Arc<PriceBook>,
     auth: Arc<Authenticator>,
+    keys: KeyService,
+    pub(crate) sso: Option<Arc<sso::Sso>>,
     secure_cookies: bool,
     throttle: Throttle,
 }
 
 impl Console {
     pub fn new(
-        store: Store,
-        models: Arc<ModelGroups>,
-        prices: Arc<PriceBook>,
-        auth: Arc<Authenticator>,
+        state: &crate::state::AppState,
+        sso: Option<Arc<sso::Sso>>,
         secure_cookies: bool,
     ) -> Self {
         Console {
-            store,
-            models,
-            prices,
-            auth,
+            store: state.store.clone(),
+            models: state.models.clone(),
+            prices: state.prices.clone(),
+            auth: state.auth.clone(),
+            keys: state.key_service(),
+            sso,
             secure_cookies,
             throttle: Throttle::new(5, Duration::from_secs(60)),
         }
+    }
+
+    /// Whether `presented` is the anti-forgery token of the session these headers carry.
+    pub fn csrf_matches(&self, headers: &HeaderMap, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        match self.session_token(headers) {
+            Some(token) => {
+                let want = csrf_for(&token);
+                presented.len() == want.len()
+                    && bool::from(presented.as_bytes().ct_eq(want.as_bytes()))
+            }
+            None => false,
+        }
+    }
+
+    /// Opens a session for a user who just proved who they are: a new random id (no
+    /// fixation), the old cookie's session, if any, ended. Returns the cookie.
+    pub(crate) async fn open_session(
+        &self,
+        headers: &HeaderMap,
+        user_id: &str,
+    ) -> Result<SetCookie, ConsoleError> {
+        if let Some(old) = self.session_token(headers) {
+            let _ = self.store.delete_session(&hash_token(&old)).await;
+        }
+        let token = random_token();
+        let now = now_ms();
+        let expires = now + i64::try_from(ABSOLUTE_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+        self.store
+            .create_session(&hash_token(&token), user_id, now, expires)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "could not create a session");
+                ConsoleError::Internal
+            })?;
+        Ok(self.cookie(&token, Some(ABSOLUTE_TIMEOUT)))
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn secure_cookies(&self) -> bool {
+        self.secure_cookies
     }
 
     /// `__Host-` needs `Secure`, which browsers only keep over https.
@@ -107,6 +159,22 @@ fn session_cookie(secure: bool, value: &str, max_age: Option<Duration>) -> Strin
     c
 }
 
+/// 256 random bits, hex.
+pub(crate) fn random_token() -> String {
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
+/// The session's anti-forgery token: derived from the session's secret id, so it needs no
+/// storage and cannot be known without the cookie (which scripts cannot read).
+fn csrf_for(session_token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"gateway csrf v1\0");
+    h.update(session_token.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -114,11 +182,11 @@ fn now_ms() -> i64 {
 }
 
 /// Sessions are stored by the hash of their id: a database read never yields a cookie.
-fn hash_token(token: &str) -> String {
+pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn client_ip(headers: &HeaderMap) -> String {
+pub(crate) fn client_ip(headers: &HeaderMap) -> String {
     // Set by the server from the TCP peer, never from client headers.
     headers
         .get(routes::PEER_HEADER)
@@ -141,9 +209,26 @@ impl ConsolePort for Console {
                 {
                     tracing::warn!(error = %e, "could not refresh a session");
                 }
+                let teams = match self.store.memberships(&user.id).await {
+                    Ok(m) => m
+                        .into_iter()
+                        .map(|m| TeamRef {
+                            id: m.team_id,
+                            name: m.team_name,
+                            role: m.role,
+                        })
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "membership lookup failed");
+                        return None;
+                    }
+                };
                 Some(SessionUser {
+                    id: user.id,
                     username: user.username,
                     role: user.role,
+                    csrf: csrf_for(&token),
+                    teams,
                 })
             }
             Ok(None) => None,
@@ -181,24 +266,9 @@ impl ConsolePort for Console {
             return Err(ConsoleError::BadCredentials);
         };
         self.throttle.clear(&throttle_key);
-        // A new random id at every sign-in (no fixation); the old cookie's session, if any, ends.
-        if let Some(old) = self.session_token(headers) {
-            let _ = self.store.delete_session(&hash_token(&old)).await;
-        }
-        let mut raw = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut raw);
-        let token = hex::encode(raw);
-        let now = now_ms();
-        let expires = now + i64::try_from(ABSOLUTE_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
-        self.store
-            .create_session(&hash_token(&token), &user.id, now, expires)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "could not create a session");
-                ConsoleError::Internal
-            })?;
+        let cookie = self.open_session(headers, &user.id).await?;
         tracing::info!(user = %user.username, "signed in");
-        Ok(self.cookie(&token, Some(ABSOLUTE_TIMEOUT)))
+        Ok(cookie)
     }
 
     async fn sign_out(&self, headers: &HeaderMap) -> SetCookie {
@@ -278,6 +348,111 @@ impl ConsolePort for Console {
             prompt_tokens_today: totals.prompt_tokens,
             completion_tokens_today: totals.completion_tokens,
         })
+    }
+
+    fn sso_label(&self) -> Option<String> {
+        self.sso.as_ref().map(|s| s.label().to_owned())
+    }
+
+    async fn my_keys(&self, user: &SessionUser) -> Result<MyKeysDto, ConsoleError> {
+        self.my_keys_impl(user).await
+    }
+
+    async fn request_key(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        req: KeyRequestForm,
+    ) -> Result<KeyDto, ConsoleError> {
+        self.request_key_impl(headers, user, req).await
+    }
+
+    async fn reveal_key(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        key_id: &str,
+    ) -> Result<SecretDto, ConsoleError> {
+        self.reveal_impl(headers, user, key_id).await
+    }
+
+    async fn rotate_key(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        key_id: &str,
+    ) -> Result<SecretDto, ConsoleError> {
+        self.rotate_impl(headers, user, key_id).await
+    }
+
+    async fn revoke_key(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        key_id: &str,
+    ) -> Result<KeyDto, ConsoleError> {
+        self.revoke_impl(headers, user, key_id).await
+    }
+
+    async fn decide_key(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        key_id: &str,
+        approve: bool,
+        reason: Option<String>,
+    ) -> Result<KeyDto, ConsoleError> {
+        self.decide_impl(headers, user, key_id, approve, reason)
+            .await
+    }
+
+    async fn set_key_limits(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        key_id: &str,
+        limits: KeyLimitsForm,
+    ) -> Result<KeyDto, ConsoleError> {
+        self.set_limits_impl(headers, user, key_id, limits).await
+    }
+
+    async fn teams(&self, user: &SessionUser) -> Result<TeamsDto, ConsoleError> {
+        self.teams_impl(user).await
+    }
+
+    async fn users(&self, user: &SessionUser) -> Result<UsersDto, ConsoleError> {
+        self.users_impl(user).await
+    }
+
+    async fn set_user_role(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        user_id: &str,
+        role: &str,
+    ) -> Result<(), ConsoleError> {
+        self.set_role_impl(headers, user, user_id, role).await
+    }
+
+    async fn set_membership(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        team_id: &str,
+        user_id: &str,
+        role: &str,
+    ) -> Result<(), ConsoleError> {
+        self.set_membership_impl(headers, user, team_id, user_id, role)
+            .await
+    }
+
+    async fn create_team(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        name: &str,
+    ) -> Result<(), ConsoleError> {
+        self.create_team_impl(headers, user, name).await
     }
 }
 

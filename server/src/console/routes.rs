@@ -59,8 +59,13 @@ pub fn router(console: Arc<Console>, options: LeptosOptions) -> Router {
     let routes = generate_route_list(App);
     let ctx_port = port.clone();
     let page_opts = options.clone();
+    let auth = Router::new()
+        .route("/auth/login", get(super::sso::login))
+        .route("/auth/callback", get(super::sso::callback))
+        .with_state(state.console.clone());
     Router::new()
         .route("/api/{*fn_name}", get(server_fn).post(server_fn))
+        .merge(auth)
         .route(app::STYLESHEET_PATH, get(stylesheet))
         .leptos_routes_with_context(
             &state,
@@ -133,6 +138,43 @@ fn is_public(path: &str) -> bool {
         || path == app::STYLESHEET_PATH
         || path.starts_with("/pkg/")
         || path.starts_with("/api/")
+        || path.starts_with("/auth/")
+}
+
+/// Server functions that run before a session exists (the sign-in and setup forms);
+/// every other POST to `/api/*` changes state for a session and must carry its token.
+const NO_SESSION_FNS: &[&str] = &["/api/sign_in", "/api/setup_admin"];
+
+/// Largest console form accepted.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// Checks the anti-forgery token of a state-changing server-function call (a form field
+/// `csrf_token`, or the `x-csrf-token` header) and hands the request on with its body.
+async fn check_csrf(console: &Console, req: Request) -> Result<Request, Response> {
+    let refuse =
+        |why: &str| (StatusCode::FORBIDDEN, format!("{why}; reload the page")).into_response();
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return Err((StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response()),
+    };
+    let from_header = parts
+        .headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let presented = from_header.or_else(|| {
+        url::form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == "csrf_token")
+            .map(|(_, v)| v.into_owned())
+    });
+    match presented {
+        Some(t) if console.csrf_matches(&parts.headers, &t) => {
+            Ok(Request::from_parts(parts, Body::from(bytes)))
+        }
+        Some(_) => Err(refuse("invalid anti-forgery token")),
+        None => Err(refuse("missing anti-forgery token")),
+    }
 }
 
 /// In front of every console route: refuses cross-site state changes, and sends signed-out
@@ -142,6 +184,16 @@ async fn gate(State(st): State<ConsoleState>, req: Request, next: Next) -> Respo
         return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
     let path = req.uri().path().to_owned();
+    let mut req = req;
+    if req.method() == Method::POST
+        && path.starts_with("/api/")
+        && !NO_SESSION_FNS.contains(&path.as_str())
+    {
+        req = match check_csrf(&st.console, req).await {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+    }
     let reads = req.method() == Method::GET || req.method() == Method::HEAD;
     if !is_public(&path) && reads {
         if st.console.current_user(req.headers()).await.is_none() {

@@ -25,6 +25,21 @@ fn form(app: &TestApp, path: &str, fields: &[(&str, &str)]) -> reqwest::RequestB
         .form(fields)
 }
 
+/// The session's anti-forgery token, as the pages get it.
+pub async fn csrf(app: &TestApp, cookie: &str) -> String {
+    let me: serde_json::Value = app
+        .http
+        .get(format!("{}/api/me", app.url))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    me["csrf"].as_str().expect("signed in").to_owned()
+}
+
 /// Signs in through the form and returns the session cookie (`name=value`).
 pub async fn sign_in(app: &TestApp, password: &str) -> Result<String, String> {
     let resp = form(
@@ -69,7 +84,12 @@ async fn sign_in_overview_sign_out(b: Backend) {
     }
     let head = app.http.head(format!("{}/", app.url)).send().await.unwrap();
     assert_eq!(head.status(), 303, "HEAD is gated like GET");
-    let r = form(&app, "/api/overview", &[]).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/api/overview", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let login = app
         .http
@@ -123,13 +143,21 @@ async fn sign_in_overview_sign_out(b: Backend) {
         "models listed"
     );
     assert!(html.contains("data-testid=\"who\""), "signed-in user shown");
-    for nav in ["Keys", "Teams", "Spend", "Audit", "Models", "Settings"] {
+    for nav in [
+        "My keys",
+        "Team",
+        "Users &amp; roles",
+        "Spend",
+        "Audit",
+        "Models",
+        "Settings",
+    ] {
         assert!(html.contains(&format!(">{nav}</a>")), "nav {nav}");
     }
     // The server function reads the ledger.
     let o: serde_json::Value = app
         .http
-        .post(format!("{}/api/overview", app.url))
+        .get(format!("{}/api/overview", app.url))
         .header(COOKIE, &cookie)
         .send()
         .await
@@ -142,7 +170,15 @@ async fn sign_in_overview_sign_out(b: Backend) {
     assert_eq!(o["completion_tokens_today"], 11);
     assert_eq!(o["models"].as_array().unwrap().len(), 3);
 
-    let out = form(&app, "/api/sign_out", &[])
+    // Signing out changes state: without the session's anti-forgery token it is refused.
+    let forged = form(&app, "/api/sign_out", &[])
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let token = csrf(&app, &cookie).await;
+    let out = form(&app, "/api/sign_out", &[("csrf_token", token.as_str())])
         .header(COOKIE, &cookie)
         .send()
         .await

@@ -281,6 +281,9 @@ impl TestApp {
 pub struct LedgerView {
     pub request_id: String,
     pub key_id: Option<String>,
+    pub team_id: Option<String>,
+    pub project_id: Option<String>,
+    pub user_id: Option<String>,
     pub endpoint: String,
     pub model: String,
     pub provider: Option<String>,
@@ -297,7 +300,7 @@ pub struct LedgerView {
 }
 
 pub async fn ledger_view(store: &Store) -> Vec<LedgerView> {
-    const SQL: &str = "SELECT request_id, key_id, endpoint, model, provider, deployment, stream, status, error_type, \
+    const SQL: &str = "SELECT request_id, key_id, team_id, project_id, user_id, endpoint, model, provider, deployment, stream, status, error_type, \
         prompt_tokens, completion_tokens, cached_tokens, usage_estimated, cost_micros, tags \
         FROM ledger ORDER BY ts_ms, request_id";
     match store {

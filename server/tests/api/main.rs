@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod access;
 mod config_cli;
 mod console;
 mod errors;
@@ -17,3 +18,4 @@ mod provider_gemini;
 mod proxy;
 mod routing;
 mod server;
+mod sso;
