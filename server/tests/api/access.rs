@@ -14,7 +14,8 @@ on_both_databases!(
     request_approve_reveal_use_revoke,
     team_a_cannot_touch_team_b,
     members_cannot_raise_their_own_access,
-    state_changes_need_the_session_csrf_token
+    state_changes_need_the_session_csrf_token,
+    the_management_api_does_what_the_console_does
 );
 
 /// A signed-in person: session cookie and anti-forgery token.
@@ -517,5 +518,184 @@ async fn state_changes_need_the_session_csrf_token(b: Backend) {
     )
     .await;
     assert_eq!(s, 200);
+    app.finish().await;
+}
+
+async fn admin(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = app
+        .http
+        .request(method, format!("{}/admin/v1{path}", app.url))
+        .bearer_auth(MASTER_KEY);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn the_management_api_does_what_the_console_does(b: Backend) {
+    use reqwest::Method;
+    let (app, idp) = spawn_with_sso(b).await;
+    let alice = session(&app, &idp, "alice", &["alpha"]).await;
+    let alpha = team_id(&me(&app, &alice.cookie).await, "Alpha");
+    let mut ids = Vec::new();
+    for name in ["one", "two"] {
+        let (_, k) = call(
+            &app,
+            &alice,
+            "request_key",
+            &[("team_id", &alpha), ("name", name)],
+        )
+        .await;
+        ids.push(k["id"].as_str().unwrap().to_owned());
+    }
+    let (s, pending) = admin(
+        &app,
+        Method::GET,
+        &format!("/keys?team_id={alpha}&status=requested"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(pending["data"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        admin(&app, Method::GET, "/keys?colour=red", None).await.0,
+        400
+    );
+
+    let (s, k) = admin(
+        &app,
+        Method::POST,
+        &format!("/keys/{}/approve", ids[0]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, k["status"].as_str()),
+        (StatusCode::OK, Some("approved")),
+        "{k}"
+    );
+    assert_eq!(k["decided_by"], "master");
+    let (s, _) = admin(
+        &app,
+        Method::POST,
+        &format!("/keys/{}/approve", ids[0]),
+        None,
+    )
+    .await;
+    assert_eq!(s, 409, "decided once");
+    let (s, _) = admin(
+        &app,
+        Method::POST,
+        &format!("/keys/{}/reject", ids[1]),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 400, "a rejection says why");
+    let (s, k) = admin(
+        &app,
+        Method::POST,
+        &format!("/keys/{}/reject", ids[1]),
+        Some(json!({"reason": "duplicate"})),
+    )
+    .await;
+    assert_eq!(
+        (s, k["decision_reason"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+
+    let (s, k) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/keys/{}", ids[0]),
+        Some(json!({"rpm_limit": 100, "budget_usd": 2.5, "budget_period": "monthly", "tags": ["ml"]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{k}");
+    assert_eq!(
+        (k["rpm_limit"].as_i64(), k["budget_usd"].as_f64()),
+        (Some(100), Some(2.5))
+    );
+    let (_, k) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/keys/{}", ids[0]),
+        Some(json!({"rpm_limit": null})),
+    )
+    .await;
+    assert_eq!(k["rpm_limit"], Value::Null, "null clears");
+    assert_eq!(k["budget_usd"], 2.5, "absent keeps");
+    assert_eq!(
+        admin(
+            &app,
+            Method::PATCH,
+            &format!("/keys/{}", ids[0]),
+            Some(json!({"models": ["nope"]}))
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        admin(&app, Method::GET, &format!("/keys/{}", ids[0]), None)
+            .await
+            .1["tags"],
+        json!(["ml"])
+    );
+    assert_eq!(
+        admin(&app, Method::GET, "/keys/key_none", None).await.0,
+        404
+    );
+
+    let (s, u) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/users/{}", alice.id),
+        Some(json!({"role": "auditor"})),
+    )
+    .await;
+    assert_eq!((s, u["role"].as_str()), (StatusCode::OK, Some("auditor")));
+    assert_eq!(
+        admin(
+            &app,
+            Method::PATCH,
+            &format!("/users/{}", alice.id),
+            Some(json!({"role": "root"}))
+        )
+        .await
+        .0,
+        400
+    );
+    let (s, p) = admin(&app, Method::GET, &format!("/teams/{alpha}/projects"), None).await;
+    assert_eq!((s, p["object"].as_str()), (StatusCode::OK, Some("list")));
+    let (s, _) = admin(
+        &app,
+        Method::DELETE,
+        &format!("/teams/{alpha}/members/{}", alice.id),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        me(&app, &alice.cookie).await["teams"],
+        json!([]),
+        "out of the team at once"
+    );
+    assert_eq!(
+        admin(
+            &app,
+            Method::DELETE,
+            &format!("/teams/{alpha}/members/{}", alice.id),
+            None
+        )
+        .await
+        .0,
+        404
+    );
     app.finish().await;
 }
