@@ -86,7 +86,12 @@ impl Console {
                 .as_ref()
                 .and_then(|p| n.projects.get(p).cloned()),
             owner: k.user_id.as_ref().and_then(|u| n.users.get(u).cloned()),
-            status: k.status.clone(),
+            // An active key past its expiry is refused by the gateway; say so.
+            status: if k.status == "active" && k.expires_at.is_some_and(|e| e <= now_ms()) {
+                "expired".to_owned()
+            } else {
+                k.status.clone()
+            },
             models: k.model_list(),
             purpose: k.purpose.clone(),
             decided_by: k.decided_by.clone(),

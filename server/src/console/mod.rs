@@ -321,9 +321,25 @@ impl ConsolePort for Console {
         Ok(crate::route::view::group_views(&self.models, &self.prices))
     }
 
-    async fn overview(&self, _user: &SessionUser) -> Result<OverviewDto, ConsoleError> {
+    async fn overview(&self, user: &SessionUser) -> Result<OverviewDto, ConsoleError> {
         let day_start = now_ms() - now_ms().rem_euclid(86_400_000);
-        let totals = self.store.usage_since(day_start).await.map_err(|e| {
+        // Admins, finance and auditors see the organisation; everyone else the teams they
+        // lead and their own requests.
+        let org_wide = matches!(user.role.as_str(), "admin" | "finance" | "auditor");
+        let totals = if org_wide {
+            self.store.usage_since(day_start).await
+        } else {
+            let led: Vec<String> = user
+                .teams
+                .iter()
+                .filter(|t| t.role == "lead")
+                .map(|t| t.id.clone())
+                .collect();
+            self.store
+                .usage_since_scoped(day_start, &led, &user.id)
+                .await
+        };
+        let totals = totals.map_err(|e| {
             tracing::error!(error = %e, "overview query failed");
             ConsoleError::Internal
         })?;

@@ -156,6 +156,39 @@ impl Store {
         })
     }
 
+    /// Like [`Store::usage_since`], limited to the given teams' requests and the user's own.
+    pub async fn usage_since_scoped(
+        &self,
+        since_ms: i64,
+        team_ids: &[String],
+        user_id: &str,
+    ) -> Result<UsageTotals, sqlx::Error> {
+        let teams: String = (0..team_ids.len())
+            .map(|i| format!(", ${}", i + 3))
+            .collect();
+        // Placeholders only: every value is bound.
+        let sql = format!(
+            "SELECT COUNT(*), \
+            CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+            CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), \
+            CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) \
+            FROM ledger WHERE ts_ms >= $1 AND (user_id = $2 OR team_id IN (NULL{teams}))"
+        );
+        let (requests, errors, prompt_tokens, completion_tokens): (i64, i64, i64, i64) = on_pool!(self, p => {
+            let mut q = sqlx::query_as(&sql).bind(since_ms).bind(user_id);
+            for t in team_ids {
+                q = q.bind(t);
+            }
+            q.fetch_one(p).await
+        })?;
+        Ok(UsageTotals {
+            requests,
+            errors,
+            prompt_tokens,
+            completion_tokens,
+        })
+    }
+
     pub async fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, sqlx::Error> {
         const SQL: &str = "SELECT id, username, password_hash, role FROM users WHERE username = $1 AND is_active = $2";
         on_pool!(self, p => sqlx::query_as::<_, UserRow>(SQL).bind(username).bind(true).fetch_optional(p).await)

@@ -304,6 +304,25 @@ async fn team_a_cannot_touch_team_b(b: Backend) {
         app.store.key(&approved).await.unwrap().unwrap().status,
         "approved"
     );
+    // Spend figures follow the same lines: alice's request counts for her and her lead,
+    // not for team B (nor does a master-key call count for anyone but admins).
+    let (_, secret) = call(&app, &alice, "reveal_key", &[("key_id", &approved)]).await;
+    assert_eq!(
+        chat_with_key(&app, secret["secret"].as_str().unwrap()).await,
+        200
+    );
+    assert_eq!(
+        app.chat(json!({"model": "gpt-test", "messages": user("master")}))
+            .await
+            .status(),
+        200
+    );
+    app.ledger_rows(2).await;
+    for (who, want) in [(&alice, 1), (&bob, 1), (&carol, 0), (&dave, 0)] {
+        let (s, o) = read(&app, who, "overview").await;
+        assert_eq!(s, 200);
+        assert_eq!(o["requests_today"], want, "{}", who.id);
+    }
     // Team A's own member sees only their own keys, not the team's other members' keys.
     let (_, alice_teams) = read(&app, &alice, "teams").await;
     assert_eq!(
