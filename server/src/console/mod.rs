@@ -47,6 +47,8 @@ pub struct Console {
     pub(crate) sso: Option<Arc<sso::Sso>>,
     secure_cookies: bool,
     throttle: Throttle,
+    /// SSO sign-ins started per client address (each one stores an attempt).
+    pub(crate) sso_starts: Throttle,
 }
 
 impl Console {
@@ -64,6 +66,7 @@ impl Console {
             sso,
             secure_cookies,
             throttle: Throttle::new(5, Duration::from_secs(60)),
+            sso_starts: Throttle::new(30, Duration::from_secs(60)),
         }
     }
 

@@ -272,6 +272,15 @@ pub async fn login(State(console): State<Arc<Console>>, headers: HeaderMap) -> R
     let Some(sso) = console.sso.clone() else {
         return refusal_page(StatusCode::NOT_FOUND, "Single sign-on is not configured.");
     };
+    // Every start stores an attempt: bounded per client address.
+    let ip = super::client_ip(&headers);
+    if !console.sso_starts.allow(&ip) {
+        return refusal_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-in attempts. Wait a minute and try again.",
+        );
+    }
+    console.sso_starts.fail(&ip);
     let client = match sso.client(false).await {
         Ok(c) => c,
         Err(e) => {
@@ -310,7 +319,6 @@ pub async fn login(State(console): State<Arc<Console>>, headers: HeaderMap) -> R
         tracing::error!(error = %e, "sso: cannot record the sign-in attempt");
         return refusal_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.");
     }
-    let _ = headers;
     with_cookies(
         Redirect::to(url.as_str()).into_response(),
         &[attempt_cookie(console.secure_cookies(), &attempt, 600)],

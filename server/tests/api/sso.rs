@@ -406,5 +406,17 @@ async fn only_allowed_domains_and_verified_emails_sign_in(b: Backend) {
         sso_sign_in(&app, &idp, unverified).await,
         Err(StatusCode::FORBIDDEN)
     );
+    // Starting sign-ins stores attempts: one address cannot start them without bound.
+    let mut codes = Vec::new();
+    for _ in 0..31 {
+        let r = app
+            .http
+            .get(format!("{}/auth/login", app.url))
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+    }
+    assert_eq!(codes.last(), Some(&429), "{codes:?}");
     app.finish().await;
 }
