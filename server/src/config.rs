@@ -43,6 +43,9 @@ pub struct Config {
     pub prices: Vec<PriceConfig>,
     #[serde(default)]
     pub router: RouterConfig,
+    /// Pricing and budget enforcement.
+    #[serde(default)]
+    pub spend: SpendConfig,
     /// Per model group settings (strategy).
     #[serde(default)]
     pub model_groups: Vec<ModelGroupConfig>,
@@ -276,6 +279,40 @@ pub struct DeploymentConfig {
     pub tpm: Option<u64>,
 }
 
+/// What happens to unpriced models, and how budgets bound a request's worst case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpendConfig {
+    /// A model priced neither by `[[prices]]` nor by the shipped catalog: `zero` meters it
+    /// at $0 (logged once as a warning at start-up), `refuse` answers 400 for it.
+    #[serde(default)]
+    pub unpriced: Unpriced,
+    /// The output-token bound of a request that sets no `max_tokens` for a model whose
+    /// output limit the catalog does not know (worst case held against budgets).
+    #[serde(default = "defaults::default_max_output_tokens")]
+    pub default_max_output_tokens: i64,
+    /// Where budget alerts go (Slack-compatible JSON `{"text": …}`).
+    pub alert_webhook: Option<Url>,
+}
+
+impl Default for SpendConfig {
+    fn default() -> Self {
+        SpendConfig {
+            unpriced: Unpriced::default(),
+            default_max_output_tokens: defaults::default_max_output_tokens(),
+            alert_webhook: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Unpriced {
+    #[default]
+    Zero,
+    Refuse,
+}
+
 /// How the router retries and cools deployments down.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -382,6 +419,9 @@ pub struct PriceConfig {
 }
 
 mod defaults {
+    pub fn default_max_output_tokens() -> i64 {
+        16_384
+    }
     pub fn sso_scopes() -> Vec<String> {
         vec!["email".into(), "profile".into()]
     }
@@ -578,6 +618,7 @@ impl Config {
             deployments,
             prices: Vec::new(),
             router: RouterConfig::default(),
+            spend: SpendConfig::default(),
             model_groups: Vec::new(),
             fallbacks: Vec::new(),
             route_rules: Vec::new(),
@@ -634,6 +675,22 @@ impl Config {
         }
         if let Some(sso) = &self.sso {
             self.validate_sso(file, sso)?;
+        }
+        if !(1..=10_000_000).contains(&self.spend.default_max_output_tokens) {
+            return Err(ConfigError::new(
+                file,
+                "spend.default_max_output_tokens",
+                "must be from 1 to 10000000",
+            ));
+        }
+        if let Some(u) = &self.spend.alert_webhook
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::new(
+                file,
+                "spend.alert_webhook",
+                "must be an http:// or https:// URL",
+            ));
         }
         if self.deployments.is_empty() {
             return Err(ConfigError::new(

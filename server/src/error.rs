@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The object is not in a state that allows the change.
     #[error("{0}")]
     Conflict(String),
+    /// A budget would be crossed; the message names it and when it resets.
+    #[error("{0}")]
+    BudgetExceeded(String),
     /// The upstream refused the request itself (its 4xx other than auth and rate
     /// limits): the client's request is at fault, so the upstream's message is passed on.
     #[error("{message}")]
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UpstreamRejected { status, .. } => *status,
             ApiError::UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway => StatusCode::BAD_GATEWAY,
@@ -119,6 +123,7 @@ impl ApiError {
             ApiError::NoSuch(_) => ("invalid_request_error", Some("not_found")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
             ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
+            ApiError::BudgetExceeded(_) => ("insufficient_quota", Some("budget_exceeded")),
             ApiError::UpstreamRejected { code, .. } => ("invalid_request_error", code.as_deref()),
             ApiError::UpstreamRateLimited { .. } => {
                 ("rate_limit_exceeded", Some("upstream_rate_limited"))
@@ -144,6 +149,7 @@ impl ApiError {
             ApiError::NoSuch(_) => "no_such_object",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::BudgetExceeded(_) => "budget_exceeded",
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::UpstreamRateLimited { .. } => "upstream_rate_limited",
             ApiError::BadGateway => "upstream_error",
@@ -185,6 +191,11 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, ApiError::BudgetExceeded(_)) {
+            // Retrying cannot help before the budget resets: tell SDKs not to.
+            resp.headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
         }
         resp
     }

@@ -82,6 +82,14 @@ pub fn router(state: AppState, console: Router) -> Router {
             "/teams/{id}/members",
             post(crate::admin::set_member).get(crate::admin::list_members),
         )
+        .route(
+            "/budgets",
+            axum::routing::put(crate::admin::put_budget).get(crate::admin::list_budgets),
+        )
+        .route(
+            "/budgets/{scope_type}/{scope_id}",
+            axum::routing::delete(crate::admin::delete_budget),
+        )
         .route("/audit", get(crate::admin::audit))
         .route("/openapi.json", get(crate::admin::openapi_document))
         .fallback(|| async { ApiError::NotFound })

@@ -64,7 +64,15 @@ impl Application {
             Authenticator::new(config.server.master_key.as_ref())
                 .with_keys(key_hasher.clone(), keys.clone()),
         );
+        let alerts = match &config.spend.alert_webhook {
+            Some(url) => Some(crate::meter::alerts::Alerts::new(url.clone())?),
+            None => None,
+        };
+        let budgets = crate::meter::budget::Budgets::start(store.clone(), alerts)
+            .await
+            .context("cannot load the budgets")?;
         let state = AppState {
+            budgets,
             store: store.clone(),
             ledger: LedgerWriter::spawn(store.clone()),
             auth: auth.clone(),
@@ -195,6 +203,8 @@ impl Application {
         // for those drops to run, then everything queued is written.
         tokio::task::yield_now().await;
         state.ledger.flush().await;
+        // Spending is written and unused budget leases go back for the other instances.
+        state.budgets.close().await;
         state.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -21,6 +21,7 @@ pub struct AppState {
     pub prices: Arc<PriceBook>,
     pub keys: KeyCache,
     pub key_hasher: KeyHasher,
+    pub budgets: Arc<crate::meter::budget::Budgets>,
     pub limits: RequestLimits,
     /// False once draining starts (SIGTERM): readiness fails, load balancers move away.
     pub accepting: Arc<AtomicBool>,

@@ -791,3 +791,151 @@ pub async fn revoke_admin_token(
         Err(ApiError::NoSuch("token"))
     }
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetBody {
+    scope_type: String,
+    scope_id: String,
+    amount_usd: f64,
+    period: String,
+    #[serde(default = "default_thresholds")]
+    thresholds: Vec<u32>,
+}
+
+fn default_thresholds() -> Vec<u32> {
+    vec![50, 80, 100]
+}
+
+/// A budget as the API shows it, with this period's spending.
+async fn budget_json(
+    st: &AppState,
+    b: &crate::store::budgets::BudgetRow,
+) -> Result<Value, ApiError> {
+    use crate::meter::budget::{Period, rfc3339};
+    let now = now_ms();
+    let period = Period::parse(&b.period).unwrap_or(Period::Total);
+    let start = period.start(now);
+    let usage = st
+        .store
+        .period_usage(&b.id, start)
+        .await
+        .map_err(db_error)?;
+    let thresholds: Value = serde_json::from_str(&b.thresholds).unwrap_or_else(|_| json!([]));
+    Ok(json!({
+        "id": b.id, "object": "budget", "scope_type": b.scope_type, "scope_id": b.scope_id,
+        "amount_usd": b.amount_micros as f64 / 1e6, "period": b.period, "thresholds": thresholds,
+        "period_start": rfc3339(start), "resets_at": period.reset_at(now).map(rfc3339),
+        "spent_usd": usage.spent_micros as f64 / 1e6,
+        "reserved_usd": usage.leased_micros as f64 / 1e6,
+    }))
+}
+
+async fn scope_exists(st: &AppState, scope_type: &str, id: &str) -> Result<bool, ApiError> {
+    Ok(match scope_type {
+        "key" => st.store.key(id).await.map_err(db_error)?.is_some(),
+        "team" => st.store.team(id).await.map_err(db_error)?.is_some(),
+        "user" => st.store.user_exists(id).await.map_err(db_error)?,
+        "project" => st
+            .store
+            .all_projects()
+            .await
+            .map_err(db_error)?
+            .iter()
+            .any(|(p, _)| p == id),
+        _ => false,
+    })
+}
+
+/// `PUT /admin/v1/budgets`: sets the budget of a key, project, team or user (hard limit
+/// per period, alert thresholds in percent). Takes effect at once on this instance and
+/// within a second on the others.
+pub async fn put_budget(
+    State(st): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    use crate::store::budgets::{PERIODS, SCOPES};
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
+    let body: BudgetBody = read_json(request, &st.limits).await?;
+    if !SCOPES.contains(&body.scope_type.as_str()) {
+        return Err(ApiError::bad_param(
+            "scope_type",
+            "scope_type is key, project, team or user",
+        ));
+    }
+    if !PERIODS.contains(&body.period.as_str()) {
+        return Err(ApiError::bad_param(
+            "period",
+            "period is daily, weekly, monthly or total",
+        ));
+    }
+    if !body.amount_usd.is_finite() || !(0.0..=1e9).contains(&body.amount_usd) {
+        return Err(ApiError::bad_param(
+            "amount_usd",
+            "amount_usd must be a number from 0 to 1e9",
+        ));
+    }
+    if body.thresholds.len() > 10 || body.thresholds.iter().any(|t| !(1..=100).contains(t)) {
+        return Err(ApiError::bad_param(
+            "thresholds",
+            "up to 10 thresholds, each a percentage from 1 to 100",
+        ));
+    }
+    if body.scope_id.len() > 64 || !scope_exists(&st, &body.scope_type, &body.scope_id).await? {
+        return Err(ApiError::bad_param(
+            "scope_id",
+            format!("no such {}", body.scope_type),
+        ));
+    }
+    let mut thresholds = body.thresholds.clone();
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    let row = st
+        .store
+        .upsert_budget(
+            &body.scope_type,
+            &body.scope_id,
+            (body.amount_usd * 1_000_000.0).round() as i64,
+            &body.period,
+            &thresholds,
+            now_ms(),
+            &who,
+        )
+        .await
+        .map_err(db_error)?;
+    st.budgets.reload().await;
+    Ok(Json(budget_json(&st, &row).await?))
+}
+
+/// `GET /admin/v1/budgets`: every budget with this period's spending.
+pub async fn list_budgets(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = st.store.list_budgets().await.map_err(db_error)?;
+    let mut data = Vec::with_capacity(rows.len());
+    for r in &rows {
+        data.push(budget_json(&st, r).await?);
+    }
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// `DELETE /admin/v1/budgets/{scope_type}/{scope_id}`
+pub async fn delete_budget(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    name: Option<axum::Extension<AdminName>>,
+    Path((scope_type, scope_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let who = actor(&headers, name.as_ref().map(|e| &e.0));
+    if st
+        .store
+        .delete_budget(&scope_type, &scope_id, now_ms(), &who)
+        .await
+        .map_err(db_error)?
+    {
+        st.budgets.reload().await;
+        Ok(Json(
+            json!({"scope_type": scope_type, "scope_id": scope_id, "deleted": true}),
+        ))
+    } else {
+        Err(ApiError::NoSuch("budget"))
+    }
+}

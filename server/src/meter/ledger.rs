@@ -108,6 +108,9 @@ pub struct MeterGuard {
     /// Characters of generated text seen, for an estimate when usage never arrives.
     pub generated_chars: usize,
     pub prompt_chars: usize,
+    /// The budget hold taken for this request: settled to the row's cost when the row is
+    /// recorded, on every path (success, failure, client gone).
+    pub hold: Option<super::budget::Hold>,
 }
 
 /// Status recorded for a request whose client went away before it ended (nginx's 499).
@@ -122,6 +125,7 @@ impl MeterGuard {
             price: None,
             generated_chars: 0,
             prompt_chars: 0,
+            hold: None,
         }
     }
 
@@ -176,6 +180,9 @@ impl MeterGuard {
             }
             if let Some(p) = self.price {
                 row.cost_micros = p.cost_micros(&row.usage);
+            }
+            if let Some(hold) = self.hold.take() {
+                hold.settle(row.cost_micros);
             }
             self.writer.record(row);
         }

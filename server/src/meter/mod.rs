@@ -1,6 +1,9 @@
 //! Metering: token usage, prices in integer micro-dollars, and the ledger row every
 //! request leaves behind (written off the request path by [`ledger::LedgerWriter`]).
 
+pub mod alerts;
+pub mod budget;
+pub mod catalog;
 pub mod ledger;
 
 use std::collections::HashMap;
@@ -96,6 +99,8 @@ fn usd_to_micros(usd: f64) -> i64 {
 #[derive(Debug, Clone, Default)]
 pub struct PriceBook {
     by_model: HashMap<String, Price>,
+    /// Whether the shipped catalog prices what the configuration does not.
+    use_catalog: bool,
 }
 
 impl PriceBook {
@@ -112,15 +117,40 @@ impl PriceBook {
                 (p.model.clone(), price)
             })
             .collect();
-        PriceBook { by_model }
+        PriceBook {
+            by_model,
+            use_catalog: true,
+        }
     }
 
-    /// The price for a request: the public model's, else the upstream model's.
+    /// Only the configured prices (tests of the configuration's own behaviour).
+    pub fn without_catalog(mut self) -> Self {
+        self.use_catalog = false;
+        self
+    }
+
+    /// The price for a request: the configuration's for the public model, else for the
+    /// upstream model, else the shipped catalog's for either.
     pub fn lookup(&self, model: &str, upstream_model: &str) -> Option<Price> {
         self.by_model
             .get(model)
             .or_else(|| self.by_model.get(upstream_model))
             .copied()
+            .or_else(|| self.catalog_entry(model, upstream_model).map(|c| c.price))
+    }
+
+    fn catalog_entry(&self, model: &str, upstream_model: &str) -> Option<catalog::CatalogModel> {
+        if !self.use_catalog {
+            return None;
+        }
+        let c = catalog::Catalog::shipped();
+        c.get(model).or_else(|| c.get(upstream_model))
+    }
+
+    /// The most a model can write in one answer, when the catalog knows it.
+    pub fn max_output_tokens(&self, model: &str, upstream_model: &str) -> Option<i64> {
+        self.catalog_entry(model, upstream_model)
+            .and_then(|c| c.max_output_tokens)
     }
 }
 
@@ -214,5 +244,14 @@ mod tests {
         assert_eq!(book.lookup("pub", "up").unwrap().cached_input, 1_000_000);
         assert_eq!(book.lookup("x", "up").unwrap().cached_input, 500_000);
         assert!(book.lookup("x", "y").is_none());
+        // The catalog prices what the configuration does not; the configuration wins.
+        assert_eq!(book.lookup("gpt-4o-mini", "x").unwrap().input, 150_000);
+        assert_eq!(book.max_output_tokens("gpt-4o-mini", "x"), Some(16_384));
+        assert!(
+            book.clone()
+                .without_catalog()
+                .lookup("gpt-4o-mini", "x")
+                .is_none()
+        );
     }
 }

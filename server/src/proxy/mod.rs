@@ -5,6 +5,7 @@
 
 mod body;
 mod messages;
+pub mod spend;
 mod stream;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -120,6 +121,21 @@ pub(crate) async fn complete_chat(
             .unwrap_or(u64::MAX),
     };
     let target = st.models.rewrite(&req.model, &ctx);
+    spend::check_and_hold(
+        st,
+        principal,
+        meter,
+        target,
+        || {
+            req.messages
+                .iter()
+                .chain(req.rest.values())
+                .map(spend::token_bound)
+                .fold(0, i64::saturating_add)
+        },
+        spend::requested_max_output(&req.rest),
+    )
+    .await?;
     let result = st
         .models
         .serve(target, |dep| async move {
@@ -231,6 +247,15 @@ async fn embed(
     if !principal.may_use(&req.model) {
         return Err(ApiError::ModelNotAllowed(req.model.clone()));
     }
+    spend::check_and_hold(
+        st,
+        principal,
+        meter,
+        &req.model,
+        || spend::token_bound(&req.input),
+        Some(0),
+    )
+    .await?;
     let req = &req;
     let result = st
         .models

@@ -33,6 +33,7 @@ macro_rules! on_pool {
 
 #[macro_use]
 pub mod keys;
+pub mod budgets;
 pub mod people;
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -5,6 +5,7 @@
 mod harness;
 
 mod access;
+mod budgets;
 mod config_cli;
 mod console;
 mod errors;

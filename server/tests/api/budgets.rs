@@ -1,0 +1,298 @@
+//! Budgets hold: concurrent requests, several instances, streams, and the API that sets
+//! them. Prices are chosen so a request's worst case is exactly $0.10: output at $12,500
+//! per million tokens, input free, `max_tokens: 8`.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, MASTER_KEY, TestApp, spawn_app_with, user};
+use crate::on_both_databases;
+
+on_both_databases!(
+    fifty_parallel_requests_never_cross_one_dollar,
+    sequential_spend_stops_at_the_budget,
+    budgets_api_validates_and_reports
+);
+
+mod multi_instance {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn three_instances_on_one_postgres_never_cross_one_dollar() {
+        super::three_instances(crate::harness::Backend::Postgres).await
+    }
+}
+
+const EXTRA: &str = r#"
+[[deployments]]
+model = "priced-slow"
+provider = "openai-compatible"
+upstream_model = "slow-400"
+base_url = "@MOCK@"
+api_key = "@KEY@"
+
+[[deployments]]
+model = "priced"
+provider = "openai-compatible"
+upstream_model = "upstream-priced"
+base_url = "@MOCK@"
+api_key = "@KEY@"
+
+[[prices]]
+model = "priced-slow"
+input_per_mtok = 0.0
+output_per_mtok = 12500.0
+
+[[prices]]
+model = "priced"
+input_per_mtok = 0.0
+output_per_mtok = 12500.0
+"#;
+
+async fn admin(app: &TestApp, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .http
+        .request(method, format!("{}/admin/v1{path}", app.url))
+        .bearer_auth(MASTER_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// A team, and a key in it with a budget of `usd` (total).
+async fn budgeted_key(app: &TestApp, usd: f64) -> (String, String) {
+    let (_, team) = admin(
+        app,
+        reqwest::Method::POST,
+        "/teams",
+        json!({"name": "spenders"}),
+    )
+    .await;
+    let (s, key) = admin(
+        app,
+        reqwest::Method::POST,
+        "/keys",
+        json!({"name": "k", "team_id": team["id"]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{key}");
+    let id = key["id"].as_str().unwrap().to_owned();
+    let (s, b) = admin(
+        app,
+        reqwest::Method::PUT,
+        "/budgets",
+        json!({"scope_type": "key", "scope_id": id, "amount_usd": usd, "period": "total"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    (id, key["key"].as_str().unwrap().to_owned())
+}
+
+async fn chat(http: &reqwest::Client, base: &str, key: &str, model: &str) -> (u16, Value) {
+    let r = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": model, "messages": user("Hello from the tests"), "max_tokens": 8}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Ledger rows of one key: (count of 200s, recorded cost).
+async fn spent(app: &TestApp, key_id: &str, expect_rows: usize) -> (usize, i64) {
+    let rows = app.ledger_rows(expect_rows).await;
+    let mine: Vec<_> = rows
+        .iter()
+        .filter(|r| r.key_id.as_deref() == Some(key_id))
+        .collect();
+    let ok = mine.iter().filter(|r| r.status == 200).count();
+    (ok, mine.iter().map(|r| r.cost_micros).sum())
+}
+
+fn refused_right(body: &Value) {
+    assert_eq!(body["error"]["type"], "insufficient_quota", "{body}");
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("key budget") && msg.contains("1.000000"),
+        "{msg}"
+    );
+}
+
+async fn fifty_parallel_requests_never_cross_one_dollar(b: Backend) {
+    let app = spawn_app_with(b, EXTRA).await;
+    let (key_id, key) = budgeted_key(&app, 1.0).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (http, url, key) = (app.http.clone(), app.url.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            chat(&http, &url, &key, "priced-slow").await
+        }));
+    }
+    let mut by_status: HashMap<u16, usize> = HashMap::new();
+    for t in tasks {
+        let (s, body) = t.await.unwrap();
+        *by_status.entry(s).or_default() += 1;
+        if s == 429 {
+            refused_right(&body);
+        }
+    }
+    let admitted = by_status.get(&200).copied().unwrap_or(0);
+    assert!((1..=10).contains(&admitted), "{by_status:?}");
+    assert_eq!(
+        admitted + by_status.get(&429).copied().unwrap_or(0),
+        50,
+        "{by_status:?}"
+    );
+    let (ok, cost) = spent(&app, &key_id, 50).await;
+    assert_eq!(ok, admitted);
+    assert!(cost <= 1_000_000, "recorded {cost}");
+    assert!(cost > 0);
+    app.finish().await;
+}
+
+async fn sequential_spend_stops_at_the_budget(b: Backend) {
+    let app = spawn_app_with(b, EXTRA).await;
+    let (key_id, key) = budgeted_key(&app, 1.0).await;
+    let mut admitted = 0;
+    let mut refused = None;
+    for _ in 0..40 {
+        let (s, body) = chat(&app.http, &app.url, &key, "priced").await;
+        match s {
+            200 => admitted += 1,
+            429 => {
+                refused = Some(body);
+                break;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    let refused = refused.expect("the budget ran out");
+    refused_right(&refused);
+    let (ok, cost) = spent(&app, &key_id, admitted + 1).await;
+    assert_eq!(ok, admitted);
+    // Each request really cost less than its $0.10 worst case: more than ten got through,
+    // and the last one admitted still fitted its worst case.
+    assert!(admitted > 10, "{admitted}");
+    assert!(
+        cost <= 1_000_000 && cost + 100_000 > 1_000_000,
+        "recorded {cost}"
+    );
+    // The budget's figures agree with the ledger once written back.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (_, list) = admin(&app, reqwest::Method::GET, "/budgets", Value::Null).await;
+    let mine = &list["data"][0];
+    assert_eq!(mine["scope_id"], key_id.as_str());
+    assert!(
+        (mine["spent_usd"].as_f64().unwrap() * 1e6 - cost as f64).abs() < 1.0,
+        "{mine} vs {cost}"
+    );
+    // The master key is the operator's: no budget applies to it.
+    let r = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(MASTER_KEY)
+        .json(&json!({"model": "priced", "messages": user("hi"), "max_tokens": 8}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Raising the budget lets the key spend again at once.
+    let (s, _) = admin(
+        &app,
+        reqwest::Method::PUT,
+        "/budgets",
+        json!({"scope_type": "key", "scope_id": key_id, "amount_usd": 2.0, "period": "total"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(chat(&app.http, &app.url, &key, "priced").await.0, 200);
+    app.finish().await;
+}
+
+async fn budgets_api_validates_and_reports(b: Backend) {
+    let app = spawn_app_with(b, EXTRA).await;
+    let (key_id, _) = budgeted_key(&app, 5.0).await;
+    use reqwest::Method;
+    for bad in [
+        json!({"scope_type": "galaxy", "scope_id": key_id, "amount_usd": 1, "period": "total"}),
+        json!({"scope_type": "key", "scope_id": "key_nope", "amount_usd": 1, "period": "total"}),
+        json!({"scope_type": "key", "scope_id": key_id, "amount_usd": -1, "period": "total"}),
+        json!({"scope_type": "key", "scope_id": key_id, "amount_usd": 1, "period": "hourly"}),
+        json!({"scope_type": "key", "scope_id": key_id, "amount_usd": 1, "period": "daily", "thresholds": [0]}),
+        json!({"scope_type": "key", "scope_id": key_id, "amount_usd": 1, "period": "daily", "colour": "red"}),
+    ] {
+        let (s, body) = admin(&app, Method::PUT, "/budgets", bad.clone()).await;
+        assert_eq!(s, 400, "{bad} → {body}");
+        assert!(body["error"]["message"].is_string());
+    }
+    let (s, b) = admin(
+        &app,
+        Method::PUT,
+        "/budgets",
+        json!({"scope_type": "key", "scope_id": key_id, "amount_usd": 3, "period": "monthly", "thresholds": [80, 50]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["thresholds"], json!([50, 80]));
+    assert_eq!(b["period"], "monthly");
+    assert!(
+        b["resets_at"].as_str().unwrap().ends_with("-01T00:00:00Z"),
+        "{b}"
+    );
+    assert_eq!(b["spent_usd"], 0.0);
+    let (s, _) = admin(
+        &app,
+        Method::DELETE,
+        &format!("/budgets/key/{key_id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = admin(
+        &app,
+        Method::DELETE,
+        &format!("/budgets/key/{key_id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 404);
+    // Budget changes are audited.
+    let (_, audit) = admin(&app, Method::GET, "/audit", Value::Null).await;
+    let text = audit.to_string();
+    assert!(text.contains("budget.set") && text.contains("budget.delete"));
+    app.finish().await;
+}
+
+async fn three_instances(b: Backend) {
+    let app = spawn_app_with(b, EXTRA).await;
+    let (key_id, key) = budgeted_key(&app, 1.0).await;
+    let second = app.sibling().await;
+    let third = app.sibling().await;
+    let urls = [app.url.clone(), second.url.clone(), third.url.clone()];
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (http, url, key) = (app.http.clone(), urls[i % 3].clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            chat(&http, &url, &key, "priced-slow").await
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        let (s, body) = t.await.unwrap();
+        match s {
+            200 => admitted += 1,
+            429 => refused_right(&body),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!((1..=10).contains(&admitted), "{admitted}");
+    let (ok, cost) = spent(&app, &key_id, 50).await;
+    assert_eq!(ok, admitted);
+    assert!(cost <= 1_000_000, "recorded {cost}");
+    second.stop().await;
+    third.stop().await;
+    app.finish().await;
+}
