@@ -246,12 +246,42 @@ pub async fn create_key(
         .create_key(row, body.project.as_deref().map(str::trim), &who)
         .await
         .map_err(db_error)?;
+    sync_key_budget(&st, &row, &who).await?;
     st.keys.apply(&row);
     Ok((
         StatusCode::CREATED,
         Json(key_json(&row, Some(&secret.secret))),
     )
         .into_response())
+}
+
+/// A key's `budget_usd` / `budget_period` are its budget (enforced like every other):
+/// kept in step with the budgets table. Without a period a key's budget is monthly.
+async fn sync_key_budget(st: &AppState, k: &KeyRow, who: &Actor) -> Result<(), ApiError> {
+    match k.budget_micros {
+        Some(micros) => {
+            st.store
+                .upsert_budget(
+                    "key",
+                    &k.id,
+                    micros,
+                    k.budget_period.as_deref().unwrap_or("monthly"),
+                    &[50, 80, 100],
+                    now_ms(),
+                    who,
+                )
+                .await
+                .map_err(db_error)?;
+        }
+        None => {
+            st.store
+                .delete_budget("key", &k.id, now_ms(), who)
+                .await
+                .map_err(db_error)?;
+        }
+    }
+    st.budgets.reload().await;
+    Ok(())
 }
 
 /// A refusal from the key lifecycle in the API's error shape.
@@ -485,11 +515,15 @@ pub async fn update_key(
         budget_period: body.budget_period,
         expires_at: body.expires_at.map(|e| e.map(|s| s.saturating_mul(1000))),
     };
+    let budget_changed = limits.budget_micros.is_some() || limits.budget_period.is_some();
     let row = st
         .key_service()
         .set_limits(&Viewer::Operator, &who, &id, limits)
         .await
         .map_err(refused)?;
+    if budget_changed {
+        sync_key_budget(&st, &row, &who).await?;
+    }
     Ok(Json(key_json(&row, None)))
 }
 

@@ -12,7 +12,10 @@ use crate::on_both_databases;
 on_both_databases!(
     fifty_parallel_requests_never_cross_one_dollar,
     sequential_spend_stops_at_the_budget,
-    budgets_api_validates_and_reports
+    budgets_api_validates_and_reports,
+    a_keys_budget_fields_are_its_budget,
+    each_threshold_alerts_once_per_period,
+    a_new_period_starts_afresh
 );
 
 mod multi_instance {
@@ -294,5 +297,172 @@ async fn three_instances(b: Backend) {
     assert!(cost <= 1_000_000, "recorded {cost}");
     second.stop().await;
     third.stop().await;
+    app.finish().await;
+}
+
+async fn a_keys_budget_fields_are_its_budget(b: Backend) {
+    use reqwest::Method;
+    let app = spawn_app_with(b, EXTRA).await;
+    let (_, team) = admin(&app, Method::POST, "/teams", json!({"name": "t"})).await;
+    let (s, key) = admin(
+        &app,
+        Method::POST,
+        "/keys",
+        json!({"name": "k", "team_id": team["id"], "budget_usd": 0.15, "budget_period": "daily"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{key}");
+    let (id, secret) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
+    let (_, list) = admin(&app, Method::GET, "/budgets", Value::Null).await;
+    assert_eq!(list["data"][0]["scope_id"], id);
+    assert_eq!(list["data"][0]["period"], "daily");
+    assert_eq!(chat(&app.http, &app.url, secret, "priced").await.0, 200);
+    let (s, body) = chat(&app.http, &app.url, secret, "priced").await;
+    assert_eq!(
+        s, 429,
+        "$0.075 left cannot cover a $0.10 worst case: {body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("resets at")
+    );
+    let (s, _) = admin(
+        &app,
+        Method::PATCH,
+        &format!("/keys/{id}"),
+        json!({"budget_usd": null}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        chat(&app.http, &app.url, secret, "priced").await.0,
+        200,
+        "no budget any more"
+    );
+    app.finish().await;
+}
+
+/// A webhook receiver: the JSON bodies it was sent.
+async fn hook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(v): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+async fn each_threshold_alerts_once_per_period(b: Backend) {
+    let (url, got) = hook().await;
+    let app = spawn_app_with(b, &format!("{EXTRA}\n[spend]\nalert_webhook = \"{url}\"\n")).await;
+    let (key_id, key) = budgeted_key(&app, 1.0).await;
+    let second = app.sibling().await;
+    // Spend the budget from two instances at once, until it refuses.
+    let mut refused = 0;
+    for round in 0..30 {
+        let (a, b2) = tokio::join!(
+            chat(&app.http, &app.url, &key, "priced"),
+            chat(&app.http, &second.url, &key, "priced")
+        );
+        refused += usize::from(a.0 == 429) + usize::from(b2.0 == 429);
+        if refused >= 2 || round == 29 {
+            break;
+        }
+    }
+    assert!(refused >= 1);
+    // Alerts go out after spending is written back (every 200 ms).
+    let mut thresholds: Vec<u64> = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        thresholds = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["budget"]["threshold_percent"].as_u64().unwrap())
+            .collect();
+        if thresholds.len() >= 2 {
+            break;
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let all = got.lock().unwrap().clone();
+    thresholds.sort_unstable();
+    let mut sorted: Vec<u64> = all
+        .iter()
+        .map(|v| v["budget"]["threshold_percent"].as_u64().unwrap())
+        .collect();
+    sorted.sort_unstable();
+    let mut unique = sorted.clone();
+    unique.dedup();
+    assert_eq!(sorted, unique, "each threshold once: {all:?}");
+    assert!(sorted.contains(&50) && sorted.contains(&80), "{all:?}");
+    let text = all[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains(&key_id) && text.contains("Budget alert"),
+        "{text}"
+    );
+    second.stop().await;
+    app.finish().await;
+}
+
+async fn a_new_period_starts_afresh(b: Backend) {
+    use reqwest::Method;
+    let app = spawn_app_with(b, EXTRA).await;
+    let (key_id, key) = budgeted_key(&app, 1.0).await;
+    let (_, budget) = admin(
+        &app,
+        Method::PUT,
+        "/budgets",
+        json!({"scope_type": "key", "scope_id": key_id, "amount_usd": 0.15, "period": "daily"}),
+    )
+    .await;
+    // Yesterday the whole budget was spent; today's period is a new one.
+    let today = gateway::meter::budget::Period::Daily.start(gateway::access::now_ms());
+    let budget_id = budget["id"].as_str().unwrap();
+    let sql = "INSERT INTO budget_periods (budget_id, period_start, spent_micros, leased_micros, alerted) VALUES ($1, $2, 150000, 0, '[]')";
+    match &app.store {
+        gateway::store::Store::Sqlite(p) => {
+            sqlx::query(sql)
+                .bind(budget_id)
+                .bind(today - 86_400_000)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        gateway::store::Store::Postgres(p) => {
+            sqlx::query(sql)
+                .bind(budget_id)
+                .bind(today - 86_400_000)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        chat(&app.http, &app.url, &key, "priced").await.0,
+        200,
+        "today is not yesterday"
+    );
+    assert_eq!(
+        chat(&app.http, &app.url, &key, "priced").await.0,
+        429,
+        "today's budget is used"
+    );
+    let (_, list) = admin(&app, Method::GET, "/budgets", Value::Null).await;
+    let now_start = gateway::meter::budget::rfc3339(today);
+    assert_eq!(list["data"][0]["period_start"], now_start.as_str());
     app.finish().await;
 }
