@@ -55,6 +55,9 @@ setup_system() {
   command -v psql >/dev/null || need+=(postgresql-client)
   command -v pg_dump >/dev/null || need+=(postgresql-client)
   command -v wrk >/dev/null || need+=(wrk)
+  # The end-to-end suite's identity provider (npm's oidc-provider) runs on Node.js.
+  command -v node >/dev/null || need+=(nodejs)
+  command -v npm >/dev/null || need+=(npm)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     $SUDO apt-get update -qq

@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from idp import Idp, start_idp
 from support import Database, PostgresDatabase, SqliteDatabase, http_request
 
 REPO = Path(__file__).resolve().parent.parent
@@ -364,6 +365,8 @@ class Gateway:
     stderr_path: Path
     # Every error body the tests received from this gateway (checked for secrets).
     error_bodies: list[bytes] = field(default_factory=list)
+    # The OpenID Connect provider its `[sso]` section points at (`sso_gateway` only).
+    idp: Idp | None = None
 
     @property
     def master_key(self) -> str:
@@ -421,7 +424,16 @@ def _create_database(backend: str, workdir: Path) -> Database:
     raise ValueError(f"unknown backend {backend!r}")
 
 
-def start_gateway(backend: str, mock: MockUpstream, sec: Secrets, workdir: Path) -> Gateway:
+def start_gateway(
+    backend: str,
+    mock: MockUpstream,
+    sec: Secrets,
+    workdir: Path,
+    extra_toml: str = "",
+    port: int | None = None,
+) -> Gateway:
+    """`extra_toml` is appended to the shared config (e.g. an `[sso]` section); `port` fixes
+    the listening port in advance (when something must know the URL before start-up)."""
     assert GATEWAY_BIN.is_file(), f"gateway binary not found at {GATEWAY_BIN} (set GATEWAY_BIN)"
     assert (SITE_ROOT / "pkg").is_dir(), f"site not built: {SITE_ROOT}/pkg missing (set GATEWAY_SITE_ROOT)"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -453,9 +465,10 @@ def start_gateway(backend: str, mock: MockUpstream, sec: Secrets, workdir: Path)
             slow_quick=SLOW_QUICK,
             stall=STALL_MODEL,
         )
+        + extra_toml
     )
     database = _create_database(backend, workdir)
-    port = free_port()
+    port = port or free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -587,3 +600,76 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+# --------------------------------------------------------------------------- single sign-on
+
+SSO_CLIENT_ID = "gateway-e2e"
+SSO_LABEL = "Sign in with Example SSO"
+# Appended to CONFIG_TEMPLATE for `sso_gateway`; the groups are those of PEOPLE in
+# oidc/idp.mjs (alice: team-alpha, bob: team-alpha + leads, carol: team-beta, dave: team-beta +
+# leads, root: gateway-admins, mallory: no groups and a domain that is not allowed).
+SSO_TOML = """
+[sso]
+issuer = "{issuer}"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+redirect_url = "{redirect_url}"
+scopes = ["email", "profile", "groups"]
+groups_claim = "groups"
+allowed_domains = ["example.com"]
+label = "{label}"
+
+[[sso.roles]]
+group = "gateway-admins"
+role = "admin"
+
+[[sso.teams]]
+group = "team-alpha"
+team = "Alpha"
+role = "member"
+
+[[sso.teams]]
+group = "team-alpha-leads"
+team = "Alpha"
+role = "lead"
+
+[[sso.teams]]
+group = "team-beta"
+team = "Beta"
+role = "member"
+
+[[sso.teams]]
+group = "team-beta-leads"
+team = "Beta"
+role = "lead"
+"""
+
+
+@pytest.fixture(scope="session")
+def sso_gateway(backend: str, mock_upstream: MockUpstream, e2e_secrets: Secrets, tmp_path_factory) -> Iterator[Gateway]:
+    """A gateway (one per backend, shared by the SSO tests) whose console signs people in
+    through the loopback OpenID Connect provider `oidc/idp.mjs` (started first, as it must know
+    the gateway's callback URL; `gw.idp`). Same config as `gateway`, plus SSO_TOML."""
+    workdir = tmp_path_factory.mktemp(f"sso-gateway-{backend}")
+    port = free_port()
+    redirect_url = f"http://127.0.0.1:{port}/auth/callback"
+    client_secret = f"e2e-sso-client-{secrets.token_hex(16)}"
+    idp = start_idp(free_port(), SSO_CLIENT_ID, client_secret, redirect_url)
+    try:
+        extra = SSO_TOML.format(
+            issuer=idp.issuer,
+            client_id=SSO_CLIENT_ID,
+            client_secret=client_secret,
+            redirect_url=redirect_url,
+            label=SSO_LABEL,
+        )
+        gw = start_gateway(backend, mock_upstream, e2e_secrets, workdir, extra_toml=extra, port=port)
+        gw.idp = idp
+        try:
+            yield gw
+        finally:
+            finish_gateway(gw)
+    finally:
+        idp.stop()
+        (workdir / "idp.log").write_text(idp.output())

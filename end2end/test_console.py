@@ -68,13 +68,13 @@ def test_sign_in_and_sign_out(page: Page, gateway):
     expect(page.locator("h1")).to_have_text("Overview")
     wait_hydrated(page)
     expect(page.get_by_role("navigation").get_by_role("link")).to_have_text(
-        ["Overview", "Keys", "Teams", "Spend", "Audit", "Models", "Settings"]
+        ["Overview", "My keys", "Team", "Users & roles", "Spend", "Audit", "Models", "Settings"]
     )
 
     # Navigate within the console and come back: the session holds.
-    page.get_by_role("link", name="Keys").click()
+    page.get_by_role("link", name="My keys").click()
     expect(page).to_have_url(re.compile(r"/keys$"))
-    expect(page.locator("h1")).to_have_text("Keys")
+    expect(page.locator("h1")).to_have_text("My keys")
     page.get_by_role("link", name="Overview").click()
     expect(page).to_have_url(re.compile(r"/$"))
     expect(page.locator("h1")).to_have_text("Overview")
@@ -103,8 +103,8 @@ def test_overview_shows_user_stats_and_models(page: Page, gateway):
         expect(table.get_by_role("cell", name=model, exact=True)).to_have_count(1)
 
     # After a client-side (or, without JavaScript, a full) navigation, too.
-    page.get_by_role("link", name="Keys").click()
-    expect(page.locator("h1")).to_have_text("Keys")
+    page.get_by_role("link", name="My keys").click()
+    expect(page.locator("h1")).to_have_text("My keys")
     page.get_by_role("link", name="Overview").click()
     expect(page.get_by_role("cell", name=CHAT_MODEL, exact=True)).to_have_count(1)
 

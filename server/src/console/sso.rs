@@ -254,6 +254,7 @@ fn with_cookies(mut resp: Response, cookies: &[String]) -> Response {
 fn refusal_page(status: StatusCode, message: &str) -> Response {
     let body = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in refused</title>\
+         <link rel=\"icon\" href=\"/favicon.svg\" type=\"image/svg+xml\">\
          <link rel=\"stylesheet\" href=\"{css}\"></head><body><div class=\"auth-page\"><div class=\"card auth-card\">\
          <h1>Sign-in refused</h1><p class=\"error\" data-testid=\"sso-error\">{message}</p>\
          <p><a href=\"/login\">Back to sign-in</a></p></div></div></body></html>",
