@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The object is not in a state that allows the change.
     #[error("{0}")]
     Conflict(String),
+    /// A rate limit of the key (or its team, project, owner) was reached.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
     /// A budget would be crossed; the message names it and when it resets.
     #[error("{0}")]
     BudgetExceeded(String),
@@ -99,7 +102,9 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::BudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BudgetExceeded(_) | ApiError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::UpstreamRejected { status, .. } => *status,
             ApiError::UpstreamRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway => StatusCode::BAD_GATEWAY,
@@ -124,6 +129,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
             ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
             ApiError::BudgetExceeded(_) => ("insufficient_quota", Some("budget_exceeded")),
+            ApiError::RateLimited { .. } => ("rate_limit_exceeded", Some("rate_limit_exceeded")),
             ApiError::UpstreamRejected { code, .. } => ("invalid_request_error", code.as_deref()),
             ApiError::UpstreamRateLimited { .. } => {
                 ("rate_limit_exceeded", Some("upstream_rate_limited"))
@@ -150,6 +156,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::BudgetExceeded(_) => "budget_exceeded",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::UpstreamRejected { .. } => "upstream_rejected",
             ApiError::UpstreamRateLimited { .. } => "upstream_rate_limited",
             ApiError::BadGateway => "upstream_error",
@@ -182,8 +189,13 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let ApiError::UpstreamRateLimited { retry_after } = self {
-            let secs = retry_after.unwrap_or(1).to_string();
+        let retry = match &self {
+            ApiError::UpstreamRateLimited { retry_after } => Some(retry_after.unwrap_or(1)),
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        if let Some(retry_after) = retry {
+            let secs = retry_after.to_string();
             if let Ok(v) = HeaderValue::from_str(&secs) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
             }

@@ -90,6 +90,10 @@ pub fn router(state: AppState, console: Router) -> Router {
             "/budgets/{scope_type}/{scope_id}",
             axum::routing::delete(crate::admin::delete_budget),
         )
+        .route(
+            "/rate_limits",
+            axum::routing::put(crate::admin::put_rate_limits).get(crate::admin::list_rate_limits),
+        )
         .route("/audit", get(crate::admin::audit))
         .route("/openapi.json", get(crate::admin::openapi_document))
         .fallback(|| async { ApiError::NotFound })

@@ -71,8 +71,12 @@ impl Application {
         let budgets = crate::meter::budget::Budgets::start(store.clone(), alerts)
             .await
             .context("cannot load the budgets")?;
+        let rate_limits = crate::meter::limits::RateLimits::start(store.clone())
+            .await
+            .context("cannot load the rate limits")?;
         let state = AppState {
             budgets,
+            rate_limits,
             store: store.clone(),
             ledger: LedgerWriter::spawn(store.clone()),
             auth: auth.clone(),

@@ -22,6 +22,7 @@ pub struct AppState {
     pub keys: KeyCache,
     pub key_hasher: KeyHasher,
     pub budgets: Arc<crate::meter::budget::Budgets>,
+    pub rate_limits: Arc<crate::meter::limits::RateLimits>,
     pub limits: RequestLimits,
     /// False once draining starts (SIGTERM): readiness fails, load balancers move away.
     pub accepting: Arc<AtomicBool>,

@@ -247,6 +247,7 @@ pub async fn create_key(
         .await
         .map_err(db_error)?;
     sync_key_budget(&st, &row, &who).await?;
+    sync_key_rate_limits(&st, &row, &who).await?;
     st.keys.apply(&row);
     Ok((
         StatusCode::CREATED,
@@ -281,6 +282,30 @@ async fn sync_key_budget(st: &AppState, k: &KeyRow, who: &Actor) -> Result<(), A
         }
     }
     st.budgets.reload().await;
+    Ok(())
+}
+
+/// A key's `rpm_limit` / `tpm_limit` are its rate limits (its `max_parallel`, set through
+/// `PUT /admin/v1/rate_limits`, is kept).
+async fn sync_key_rate_limits(st: &AppState, k: &KeyRow, who: &Actor) -> Result<(), ApiError> {
+    let existing = st.store.list_rate_limits().await.map_err(db_error)?;
+    let max_parallel = existing
+        .iter()
+        .find(|r| r.scope_type == "key" && r.scope_id == k.id)
+        .and_then(|r| r.max_parallel);
+    let row = crate::store::budgets::RateLimitRow {
+        scope_type: "key".into(),
+        scope_id: k.id.clone(),
+        rpm: k.rpm_limit,
+        tpm: k.tpm_limit,
+        max_parallel,
+        updated_at: now_ms(),
+    };
+    st.store
+        .set_rate_limits(&row, who)
+        .await
+        .map_err(db_error)?;
+    st.rate_limits.reload().await;
     Ok(())
 }
 
@@ -516,6 +541,7 @@ pub async fn update_key(
         expires_at: body.expires_at.map(|e| e.map(|s| s.saturating_mul(1000))),
     };
     let budget_changed = limits.budget_micros.is_some() || limits.budget_period.is_some();
+    let rates_changed = limits.rpm_limit.is_some() || limits.tpm_limit.is_some();
     let row = st
         .key_service()
         .set_limits(&Viewer::Operator, &who, &id, limits)
@@ -523,6 +549,9 @@ pub async fn update_key(
         .map_err(refused)?;
     if budget_changed {
         sync_key_budget(&st, &row, &who).await?;
+    }
+    if rates_changed {
+        sync_key_rate_limits(&st, &row, &who).await?;
     }
     Ok(Json(key_json(&row, None)))
 }
@@ -972,4 +1001,68 @@ pub async fn delete_budget(
     } else {
         Err(ApiError::NoSuch("budget"))
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitBody {
+    scope_type: String,
+    scope_id: String,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    max_parallel: Option<i64>,
+}
+
+/// `PUT /admin/v1/rate_limits`: requests and tokens per minute and requests in flight for
+/// a key, project, team or user (all null removes them).
+pub async fn put_rate_limits(
+    State(st): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let who = actor(request.headers(), request.extensions().get::<AdminName>());
+    let body: RateLimitBody = read_json(request, &st.limits).await?;
+    if !crate::store::budgets::SCOPES.contains(&body.scope_type.as_str()) {
+        return Err(ApiError::bad_param(
+            "scope_type",
+            "scope_type is key, project, team or user",
+        ));
+    }
+    for (param, v) in [
+        ("rpm", body.rpm),
+        ("tpm", body.tpm),
+        ("max_parallel", body.max_parallel),
+    ] {
+        if v.is_some_and(|v| v <= 0) {
+            return Err(ApiError::bad_param(
+                param,
+                format!("{param} must be positive"),
+            ));
+        }
+    }
+    if body.scope_id.len() > 64 || !scope_exists(&st, &body.scope_type, &body.scope_id).await? {
+        return Err(ApiError::bad_param(
+            "scope_id",
+            format!("no such {}", body.scope_type),
+        ));
+    }
+    let row = crate::store::budgets::RateLimitRow {
+        scope_type: body.scope_type,
+        scope_id: body.scope_id,
+        rpm: body.rpm,
+        tpm: body.tpm,
+        max_parallel: body.max_parallel,
+        updated_at: now_ms(),
+    };
+    st.store
+        .set_rate_limits(&row, &who)
+        .await
+        .map_err(db_error)?;
+    st.rate_limits.reload().await;
+    Ok(Json(json!(row)))
+}
+
+/// `GET /admin/v1/rate_limits`
+pub async fn list_rate_limits(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let rows = st.store.list_rate_limits().await.map_err(db_error)?;
+    Ok(Json(json!({"object": "list", "data": rows})))
 }

@@ -111,6 +111,9 @@ pub struct MeterGuard {
     /// The budget hold taken for this request: settled to the row's cost when the row is
     /// recorded, on every path (success, failure, client gone).
     pub hold: Option<super::budget::Hold>,
+    /// The request's place in its rate limits: released, and its tokens corrected to the
+    /// real usage, when the row is recorded.
+    pub permit: Option<super::limits::Permit>,
 }
 
 /// Status recorded for a request whose client went away before it ended (nginx's 499).
@@ -126,6 +129,7 @@ impl MeterGuard {
             generated_chars: 0,
             prompt_chars: 0,
             hold: None,
+            permit: None,
         }
     }
 
@@ -183,6 +187,9 @@ impl MeterGuard {
             }
             if let Some(hold) = self.hold.take() {
                 hold.settle(row.cost_micros);
+            }
+            if let Some(permit) = self.permit.take() {
+                permit.settle(row.usage.prompt_tokens + row.usage.completion_tokens);
             }
             self.writer.record(row);
         }

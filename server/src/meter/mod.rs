@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod budget;
 pub mod catalog;
 pub mod ledger;
+pub mod limits;
 
 use std::collections::HashMap;
 

@@ -63,12 +63,14 @@ async fn chat(
     let Some(mut m) = meter.take() else {
         return Err(ApiError::Internal);
     };
+    let headroom = m.permit.as_ref().map(|p| p.headroom);
     match reply {
         ChatReply::Complete { body, usage } => {
             let cost = settle_complete(&mut m, &served.deployment, usage);
             m.finish(200, None);
             let mut resp = json_response(body, &served.deployment, Some(cost));
             attempts_header(&mut resp, served.attempts);
+            spend::ratelimit_headers(&mut resp, headroom);
             Ok(resp)
         }
         ChatReply::Stream(events) => {
@@ -77,6 +79,7 @@ async fn chat(
             };
             let mut resp = stream::respond(events, m, encoder, served.deployment, served.busy);
             attempts_header(&mut resp, served.attempts);
+            spend::ratelimit_headers(&mut resp, headroom);
             Ok(resp)
         }
     }
@@ -121,6 +124,12 @@ pub(crate) async fn complete_chat(
             .unwrap_or(u64::MAX),
     };
     let target = st.models.rewrite(&req.model, &ctx);
+    spend::admit(
+        st,
+        principal,
+        meter,
+        crate::meter::estimate_tokens(prompt_chars),
+    )?;
     spend::check_and_hold(
         st,
         principal,
@@ -247,6 +256,7 @@ async fn embed(
     if !principal.may_use(&req.model) {
         return Err(ApiError::ModelNotAllowed(req.model.clone()));
     }
+    spend::admit(st, principal, meter, spend::token_bound(&req.input) / 4)?;
     spend::check_and_hold(
         st,
         principal,

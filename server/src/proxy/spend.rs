@@ -102,6 +102,63 @@ pub fn worst_case_micros(
     Ok(worst)
 }
 
+/// Counts the request in the rate limits of its key, project, team and owner, or refuses
+/// it (429 with `Retry-After`); the permit goes on the meter.
+pub fn admit(
+    st: &AppState,
+    principal: &Principal,
+    meter: &mut Option<MeterGuard>,
+    estimated_tokens: i64,
+) -> Result<(), ApiError> {
+    let Some(key) = principal.key() else {
+        return Ok(());
+    };
+    let scopes = [
+        ("key", Some(key.id.as_str())),
+        ("project", key.project_id.as_deref()),
+        ("team", Some(key.team_id.as_str())),
+        ("user", key.user_id.as_deref()),
+    ];
+    match st.rate_limits.admit(&scopes, estimated_tokens) {
+        Ok(permit) => {
+            if let Some(m) = meter.as_mut() {
+                m.permit = permit;
+            }
+            Ok(())
+        }
+        Err(l) => Err(ApiError::RateLimited {
+            message: l.to_string(),
+            retry_after: l.retry_after_s,
+        }),
+    }
+}
+
+/// `x-ratelimit-*` headers (OpenAI's names) for the key's own limits.
+pub fn ratelimit_headers(
+    resp: &mut axum::response::Response,
+    h: Option<crate::meter::limits::Headroom>,
+) {
+    let Some(h) = h else { return };
+    let headers = resp.headers_mut();
+    let mut put = |name: &'static str, v: Option<i64>| {
+        if let Some(v) = v
+            && let Ok(v) = axum::http::HeaderValue::from_str(&v.to_string())
+        {
+            headers.insert(name, v);
+        }
+    };
+    put("x-ratelimit-limit-requests", h.limit_requests);
+    put("x-ratelimit-remaining-requests", h.remaining_requests);
+    put("x-ratelimit-limit-tokens", h.limit_tokens);
+    put("x-ratelimit-remaining-tokens", h.remaining_tokens);
+    if (h.limit_requests.is_some() || h.limit_tokens.is_some())
+        && let Ok(v) = axum::http::HeaderValue::from_str(&format!("{}s", h.reset_s))
+    {
+        headers.insert("x-ratelimit-reset-requests", v.clone());
+        headers.insert("x-ratelimit-reset-tokens", v);
+    }
+}
+
 /// Refuses an unpriced model when so configured, then holds the request's worst case
 /// (computed only when a budget applies) against the budgets of its key, project, team
 /// and owner; the hold goes on the meter.

@@ -264,3 +264,58 @@ impl Store {
         })
     }
 }
+
+/// A scope's rate limits.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct RateLimitRow {
+    pub scope_type: String,
+    pub scope_id: String,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub max_parallel: Option<i64>,
+    pub updated_at: i64,
+}
+
+impl Store {
+    /// Sets a scope's rate limits (all `None` removes them), with its audit row.
+    pub async fn set_rate_limits(
+        &self,
+        row: &RateLimitRow,
+        actor: &Actor,
+    ) -> Result<(), sqlx::Error> {
+        let is_pg = matches!(self, Store::Postgres(_));
+        let now = row.updated_at;
+        let object = format!("{}/{}", row.scope_type, row.scope_id);
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let before: Option<RateLimitRow> = sqlx::query_as(
+                "SELECT scope_type, scope_id, rpm, tpm, max_parallel, updated_at FROM rate_limits WHERE scope_type = $1 AND scope_id = $2")
+                .bind(&row.scope_type).bind(&row.scope_id).fetch_optional(&mut *tx).await?;
+            if row.rpm.is_none() && row.tpm.is_none() && row.max_parallel.is_none() {
+                if before.is_none() {
+                    return Ok(());
+                }
+                sqlx::query("DELETE FROM rate_limits WHERE scope_type = $1 AND scope_id = $2")
+                    .bind(&row.scope_type).bind(&row.scope_id).execute(&mut *tx).await?;
+            } else {
+                sqlx::query(
+                    "INSERT INTO rate_limits (scope_type, scope_id, rpm, tpm, max_parallel, updated_at) VALUES ($1,$2,$3,$4,$5,$6) \
+                     ON CONFLICT (scope_type, scope_id) DO UPDATE SET rpm = excluded.rpm, tpm = excluded.tpm, \
+                     max_parallel = excluded.max_parallel, updated_at = excluded.updated_at",
+                )
+                .bind(&row.scope_type).bind(&row.scope_id).bind(row.rpm).bind(row.tpm).bind(row.max_parallel).bind(now)
+                .execute(&mut *tx).await?;
+            }
+            audit_in_tx!(tx, is_pg, now, actor, "rate_limit.set", "rate_limit", &object,
+                before.as_ref().and_then(|b| serde_json::to_string(b).ok()), serde_json::to_string(row).ok());
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    pub async fn list_rate_limits(&self) -> Result<Vec<RateLimitRow>, sqlx::Error> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT scope_type, scope_id, rpm, tpm, max_parallel, updated_at FROM rate_limits ORDER BY scope_type, scope_id")
+            .fetch_all(p).await)
+    }
+}

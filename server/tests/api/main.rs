@@ -17,6 +17,7 @@ mod provider_azure;
 mod provider_bedrock;
 mod provider_gemini;
 mod proxy;
+mod rate_limits;
 mod routing;
 mod server;
 mod sso;
