@@ -172,6 +172,7 @@ pub async fn users() -> Result<UsersDto, ServerFnError> {
     port.users(&user).await.map_err(ssr::console_error)
 }
 
+#[cfg(feature = "ssr")]
 fn optional(s: Option<String>) -> Option<String> {
     s.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
