@@ -293,6 +293,11 @@ pub struct SpendConfig {
     pub default_max_output_tokens: i64,
     /// Where budget alerts go (Slack-compatible JSON `{"text": …}`).
     pub alert_webhook: Option<Url>,
+    /// When a client leaves a stream, the upstream is read on (not relayed) for up to
+    /// this long to its usage report, so the row carries the real tokens; 0 stops at once
+    /// and estimates what was generated (flagged).
+    #[serde(default = "defaults::disconnect_drain_ms")]
+    pub disconnect_drain_ms: u64,
 }
 
 impl Default for SpendConfig {
@@ -301,6 +306,7 @@ impl Default for SpendConfig {
             unpriced: Unpriced::default(),
             default_max_output_tokens: defaults::default_max_output_tokens(),
             alert_webhook: None,
+            disconnect_drain_ms: defaults::disconnect_drain_ms(),
         }
     }
 }
@@ -421,6 +427,9 @@ pub struct PriceConfig {
 mod defaults {
     pub fn default_max_output_tokens() -> i64 {
         16_384
+    }
+    pub fn disconnect_drain_ms() -> u64 {
+        30_000
     }
     pub fn sso_scopes() -> Vec<String> {
         vec!["email".into(), "profile".into()]

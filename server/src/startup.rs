@@ -206,6 +206,8 @@ impl Application {
         // Streams cut by the deadline drop their meters, which queue their rows; a moment
         // for those drops to run, then everything queued is written.
         tokio::task::yield_now().await;
+        // Streams whose clients left stop reading on now and record their rows.
+        crate::proxy::drains_finished(Duration::from_secs(2)).await;
         state.ledger.flush().await;
         // Spending is written and unused budget leases go back for the other instances.
         state.budgets.close().await;

@@ -80,7 +80,16 @@ async fn handle(
         }
         ChatReply::Stream(events) => {
             let encoder = Encoder::Anthropic(Box::new(EventEncoder::new(&req.model)));
-            let mut resp = stream::respond(events, m, encoder, served.deployment, served.busy);
+            let drain = std::time::Duration::from_millis(st.config.spend.disconnect_drain_ms);
+            let mut resp = stream::respond(
+                events,
+                m,
+                encoder,
+                served.deployment,
+                served.busy,
+                drain,
+                st.accepting.clone(),
+            );
             attempts_header(&mut resp, served.attempts);
             Ok(resp)
         }

@@ -27,6 +27,7 @@ use crate::telemetry::RequestId;
 
 pub use body::read_json;
 pub use messages::messages;
+pub use stream::drains_finished;
 
 pub static X_GATEWAY_DEPLOYMENT: HeaderName = HeaderName::from_static("x-gateway-deployment");
 pub static X_GATEWAY_COST: HeaderName = HeaderName::from_static("x-gateway-cost-usd");
@@ -77,7 +78,16 @@ async fn chat(
             let encoder = stream::Encoder::OpenAi {
                 client_wants_usage: req.client_wants_usage(),
             };
-            let mut resp = stream::respond(events, m, encoder, served.deployment, served.busy);
+            let drain = std::time::Duration::from_millis(st.config.spend.disconnect_drain_ms);
+            let mut resp = stream::respond(
+                events,
+                m,
+                encoder,
+                served.deployment,
+                served.busy,
+                drain,
+                st.accepting.clone(),
+            );
             attempts_header(&mut resp, served.attempts);
             spend::ratelimit_headers(&mut resp, headroom);
             Ok(resp)

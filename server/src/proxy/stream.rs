@@ -8,6 +8,8 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -100,7 +102,87 @@ struct State {
     deployment: Arc<Deployment>,
     seen_first: bool,
     /// The deployment counts this stream as in flight until it ends.
-    _busy: InFlight,
+    busy: Option<InFlight>,
+    /// How long to read on after the client left (zero: not at all).
+    drain: Duration,
+    /// False once the gateway is stopping: no more reading on, rows are written now.
+    accepting: Arc<AtomicBool>,
+}
+
+impl Drop for State {
+    /// The client went away before the stream ended: read the upstream on (relaying
+    /// nothing), bounded, until it reports usage, so the row carries the real tokens;
+    /// then record it as client-closed.
+    fn drop(&mut self) {
+        let Some(meter) = self.meter.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // the meter's own Drop records the estimate
+        };
+        if self.drain.is_zero() || !self.accepting.load(Ordering::Relaxed) {
+            drop(meter);
+            return;
+        }
+        let events = std::mem::replace(&mut self.events, Box::pin(futures_util::stream::empty()));
+        let drained = State {
+            events,
+            meter: Some(meter),
+            encoder: Encoder::OpenAi {
+                client_wants_usage: false,
+            },
+            deployment: self.deployment.clone(),
+            seen_first: self.seen_first,
+            busy: self.busy.take(),
+            drain: Duration::ZERO,
+            accepting: self.accepting.clone(),
+        };
+        DRAINING.fetch_add(1, Ordering::AcqRel);
+        rt.spawn(drain(drained, self.drain));
+    }
+}
+
+/// Streams being read on after their client left.
+static DRAINING: AtomicUsize = AtomicUsize::new(0);
+
+/// At shutdown: waits (bounded) for the streams being read on to record their rows; they
+/// stop reading once the gateway stops accepting.
+pub async fn drains_finished(limit: Duration) {
+    let start = tokio::time::Instant::now();
+    while DRAINING.load(Ordering::Acquire) > 0 && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Counted from before it is spawned (see `Drop for State`) until its row is recorded.
+async fn drain(st: State, limit: Duration) {
+    drain_inner(st, limit).await;
+    DRAINING.fetch_sub(1, Ordering::AcqRel);
+}
+
+async fn drain_inner(mut st: State, limit: Duration) {
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            () = &mut deadline => break,
+            _ = tick.tick() => {
+                if !st.accepting.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            ev = st.events.next() => match ev {
+                None | Some(Err(_)) => break,
+                Some(Ok(data)) => {
+                    if data == "[DONE]" || st.meter_chunk(&data) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    st.finish(crate::meter::ledger::CLIENT_CLOSED, Some("client_closed"));
 }
 
 impl State {
@@ -148,6 +230,8 @@ pub fn respond(
     encoder: Encoder,
     dep: Arc<Deployment>,
     busy: InFlight,
+    drain: Duration,
+    accepting: Arc<AtomicBool>,
 ) -> Response {
     let content_type = "text/event-stream";
     let mut headers = HeaderMap::new();
@@ -161,7 +245,9 @@ pub fn respond(
         encoder,
         deployment: dep,
         seen_first: false,
-        _busy: busy,
+        busy: Some(busy),
+        drain,
+        accepting,
     };
     let body = futures_util::stream::unfold(state, |mut st| async move {
         loop {

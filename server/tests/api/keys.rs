@@ -255,6 +255,9 @@ async fn key_lifecycle_through_the_admin_api(b: Backend) {
         [
             "team.create",
             "key.create",
+            // The key was created with a budget and an rpm limit: those are its own rows.
+            "budget.set",
+            "rate_limit.set",
             "key.rotate",
             "key.rotate",
             "key.revoke"

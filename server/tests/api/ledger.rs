@@ -13,12 +13,13 @@ use crate::proxy::spawn_app_hold;
 
 on_both_databases!(
     client_disconnect_mid_stream_is_still_billed,
+    without_draining_a_cut_stream_is_estimated,
     shutdown_flushes_every_row,
     replayed_rows_count_once
 );
 
-async fn client_disconnect_mid_stream_is_still_billed(b: Backend) {
-    let app = spawn_app_hold(b).await;
+/// Streams "held" and drops the client after the first word.
+async fn cut_after_first_word(app: &crate::harness::TestApp) {
     let resp = app
         .chat(
             json!({"model": "held", "stream": true, "messages": user("please write a long story")}),
@@ -36,6 +37,14 @@ async fn client_disconnect_mid_stream_is_still_billed(b: Backend) {
     }
     // The client goes away after the first word, while the upstream is still generating.
     drop(body);
+}
+
+async fn client_disconnect_mid_stream_is_still_billed(b: Backend) {
+    let app = spawn_app_hold(b).await;
+    cut_after_first_word(&app).await;
+    // The gateway reads the upstream on to its usage report (relaying nothing).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.mock.release();
     let rows = app.ledger_rows(1).await;
     assert_eq!(
         rows.len(),
@@ -48,12 +57,38 @@ async fn client_disconnect_mid_stream_is_still_billed(b: Backend) {
         (499, Some("client_closed"))
     );
     assert!(r.stream);
+    // Exactly what the upstream reported, not an estimate.
+    let usage = &app.mock.calls()["usage"];
+    assert_eq!(r.prompt_tokens, usage["prompt_tokens"].as_i64().unwrap());
+    assert_eq!(
+        r.completion_tokens,
+        usage["completion_tokens"].as_i64().unwrap()
+    );
+    assert!(!r.usage_estimated, "{r:?}");
+    assert!(r.cost_micros == 0, "held model has no price");
+    app.finish().await;
+}
+
+async fn without_draining_a_cut_stream_is_estimated(b: Backend) {
+    let extra = format!(
+        "{}\n[spend]\ndisconnect_drain_ms = 0\n",
+        crate::proxy::hold_deployment()
+    );
+    let app = crate::harness::spawn_app_with(b, &extra).await;
+    cut_after_first_word(&app).await;
+    let rows = app.ledger_rows(1).await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "a row lands within seconds of the disconnect"
+    );
+    let r = &rows[0];
+    assert_eq!(r.status, 499);
     assert!(
         r.prompt_tokens > 0 && r.completion_tokens > 0,
         "never a $0 row for work done: {r:?}"
     );
     assert!(r.usage_estimated);
-    assert!(r.cost_micros == 0, "held model has no price");
     app.mock.release();
     app.finish().await;
 }
