@@ -94,6 +94,7 @@ pub fn router(state: AppState, console: Router) -> Router {
             "/rate_limits",
             axum::routing::put(crate::admin::put_rate_limits).get(crate::admin::list_rate_limits),
         )
+        .route("/spend", get(crate::admin::spend))
         .route("/audit", get(crate::admin::audit))
         .route("/openapi.json", get(crate::admin::openapi_document))
         .fallback(|| async { ApiError::NotFound })

@@ -966,6 +966,19 @@ pub async fn put_budget(
         )
         .await
         .map_err(db_error)?;
+    if row.scope_type == "key" {
+        // The key's own budget fields say the same.
+        st.store
+            .set_key_budget_fields(
+                &row.scope_id,
+                Some(row.amount_micros),
+                Some(row.period.clone()),
+                now_ms(),
+                &who,
+            )
+            .await
+            .map_err(db_error)?;
+    }
     st.budgets.reload().await;
     Ok(Json(budget_json(&st, &row).await?))
 }
@@ -994,6 +1007,12 @@ pub async fn delete_budget(
         .await
         .map_err(db_error)?
     {
+        if scope_type == "key" {
+            st.store
+                .set_key_budget_fields(&scope_id, None, None, now_ms(), &who)
+                .await
+                .map_err(db_error)?;
+        }
         st.budgets.reload().await;
         Ok(Json(
             json!({"scope_type": scope_type, "scope_id": scope_id, "deleted": true}),
@@ -1065,4 +1084,153 @@ pub async fn put_rate_limits(
 pub async fn list_rate_limits(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let rows = st.store.list_rate_limits().await.map_err(db_error)?;
     Ok(Json(json!({"object": "list", "data": rows})))
+}
+
+/// A time in a query: Unix seconds, or a UTC date `YYYY-MM-DD`, or an RFC 3339 instant
+/// `YYYY-MM-DDTHH:MM:SSZ`.
+fn parse_instant(s: &str) -> Option<i64> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return secs.checked_mul(1000);
+    }
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
+        None => (s, None),
+    };
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut ms = crate::meter::budget::day_number(y, m, day) * 86_400_000;
+    if let Some(t) = time {
+        let mut parts = t.split(':').map(|p| p.parse::<i64>().ok());
+        let (h, mi, sec) = (parts.next()??, parts.next()??, parts.next()??);
+        if parts.next().is_some() || h > 23 || mi > 59 || sec > 60 {
+            return None;
+        }
+        ms += ((h * 60 + mi) * 60 + sec) * 1000;
+    }
+    Some(ms)
+}
+
+/// `GET /admin/v1/spend?group_by=team|project|key|user|model|provider|deployment&from=&to=`:
+/// requests, tokens and cost from the ledger, grouped; the range defaults to this month.
+pub async fn spend(
+    State(st): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    use crate::meter::budget::{Period, rfc3339};
+    let mut group_by = "team".to_owned();
+    let now = now_ms();
+    let mut from = Period::Monthly.start(now);
+    let mut to = now + 1;
+    for (k, v) in url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "group_by" => group_by = v.into_owned(),
+            "from" => {
+                from = parse_instant(&v).ok_or_else(|| {
+                    ApiError::bad_param(
+                        "from",
+                        "from is Unix seconds, YYYY-MM-DD or an RFC 3339 time",
+                    )
+                })?;
+            }
+            "to" => {
+                to = parse_instant(&v).ok_or_else(|| {
+                    ApiError::bad_param("to", "to is Unix seconds, YYYY-MM-DD or an RFC 3339 time")
+                })?;
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "unknown parameter; use group_by, from and to",
+                ));
+            }
+        }
+    }
+    let column = crate::store::budgets::spend_column(&group_by).ok_or_else(|| {
+        ApiError::bad_param(
+            "group_by",
+            "group_by is team, project, key, user, model, provider or deployment",
+        )
+    })?;
+    if to <= from {
+        return Err(ApiError::bad_param("to", "to must be after from"));
+    }
+    let rows = st
+        .store
+        .spend_grouped(column, from, to)
+        .await
+        .map_err(db_error)?;
+    // Names for ids, where the group has them.
+    let names: std::collections::HashMap<String, String> = match group_by.as_str() {
+        "team" => st
+            .store
+            .list_teams()
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|t| (t.id, t.name))
+            .collect(),
+        "project" => st
+            .store
+            .all_projects()
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .collect(),
+        "key" => st
+            .store
+            .list_keys()
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|k| (k.id, k.name))
+            .collect(),
+        "user" => st
+            .store
+            .list_users()
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|u| (u.id, u.username))
+            .collect(),
+        _ => std::collections::HashMap::new(),
+    };
+    let usd = |m: i64| m as f64 / 1e6;
+    let mut total = crate::store::budgets::SpendRow {
+        group_id: None,
+        requests: 0,
+        errors: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cached_tokens: 0,
+        cost_micros: 0,
+    };
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            total.requests += r.requests;
+            total.errors += r.errors;
+            total.prompt_tokens += r.prompt_tokens;
+            total.completion_tokens += r.completion_tokens;
+            total.cached_tokens += r.cached_tokens;
+            total.cost_micros += r.cost_micros;
+            json!({
+                "group": r.group_id,
+                "name": r.group_id.as_ref().and_then(|g| names.get(g)),
+                "requests": r.requests, "errors": r.errors,
+                "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                "cached_tokens": r.cached_tokens, "cost_usd": usd(r.cost_micros),
+                "cost_micros": r.cost_micros,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list", "group_by": group_by, "from": rfc3339(from), "to": rfc3339(to),
+        "data": data,
+        "total": {"requests": total.requests, "errors": total.errors,
+            "prompt_tokens": total.prompt_tokens, "completion_tokens": total.completion_tokens,
+            "cached_tokens": total.cached_tokens, "cost_usd": usd(total.cost_micros),
+            "cost_micros": total.cost_micros},
+    })))
 }

@@ -95,6 +95,11 @@ fn civil(day: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// Days since 1970-01-01 of a civil (UTC) date.
+pub fn day_number(y: i64, m: i64, d: i64) -> i64 {
+    days_from_civil(y, m, d)
+}
+
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);

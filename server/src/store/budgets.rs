@@ -319,3 +319,90 @@ impl Store {
             .fetch_all(p).await)
     }
 }
+
+/// Spending of one group over a time range.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct SpendRow {
+    pub group_id: Option<String>,
+    pub requests: i64,
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_micros: i64,
+}
+
+/// What spending can be grouped by: the ledger column for each.
+pub fn spend_column(group_by: &str) -> Option<&'static str> {
+    match group_by {
+        "team" => Some("team_id"),
+        "project" => Some("project_id"),
+        "key" => Some("key_id"),
+        "user" => Some("user_id"),
+        "model" => Some("model"),
+        "provider" => Some("provider"),
+        "deployment" => Some("deployment"),
+        _ => None,
+    }
+}
+
+impl Store {
+    /// Spending between `from_ms` (inclusive) and `to_ms` (exclusive) grouped by a ledger
+    /// column named by [`spend_column`] (never by the caller's text), dearest first.
+    pub async fn spend_grouped(
+        &self,
+        column: &'static str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SpendRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {column} AS group_id, COUNT(*) AS requests, \
+             CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+             CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+             CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+             CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
+             CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
+             FROM ledger WHERE ts_ms >= $1 AND ts_ms < $2 GROUP BY {column} ORDER BY cost_micros DESC, requests DESC"
+        );
+        on_pool!(self, p => sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(p).await)
+    }
+}
+
+impl Store {
+    /// Thresholds already alerted in a budget's period.
+    pub async fn period_alerted(
+        &self,
+        budget_id: &str,
+        period_start: i64,
+    ) -> Result<Vec<u32>, sqlx::Error> {
+        let row: Option<(String,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT alerted FROM budget_periods WHERE budget_id = $1 AND period_start = $2")
+            .bind(budget_id).bind(period_start).fetch_optional(p).await)?;
+        Ok(row
+            .and_then(|(a,)| serde_json::from_str(&a).ok())
+            .unwrap_or_default())
+    }
+
+    /// Projects as (id, name, team id).
+    pub async fn projects_with_teams(&self) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+        on_pool!(self, p => sqlx::query_as("SELECT id, name, team_id FROM projects").fetch_all(p).await)
+    }
+
+    /// Keeps a key's own budget fields in step with its budget row.
+    pub async fn set_key_budget_fields(
+        &self,
+        key_id: &str,
+        micros: Option<i64>,
+        period: Option<String>,
+        now: i64,
+        actor: &Actor,
+    ) -> Result<(), sqlx::Error> {
+        self.change_key(key_id, now, actor, "key.budget", |k| {
+            k.budget_micros = micros;
+            k.budget_period = period;
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+}

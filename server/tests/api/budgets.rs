@@ -15,7 +15,8 @@ on_both_databases!(
     budgets_api_validates_and_reports,
     a_keys_budget_fields_are_its_budget,
     each_threshold_alerts_once_per_period,
-    a_new_period_starts_afresh
+    a_new_period_starts_afresh,
+    spend_is_reported_by_group
 );
 
 mod multi_instance {
@@ -464,5 +465,80 @@ async fn a_new_period_starts_afresh(b: Backend) {
     let (_, list) = admin(&app, Method::GET, "/budgets", Value::Null).await;
     let now_start = gateway::meter::budget::rfc3339(today);
     assert_eq!(list["data"][0]["period_start"], now_start.as_str());
+    app.finish().await;
+}
+
+async fn spend_is_reported_by_group(b: Backend) {
+    use reqwest::Method;
+    let app = spawn_app_with(b, EXTRA).await;
+    let mut keys = Vec::new();
+    for team in ["red", "blue"] {
+        let (_, t) = admin(&app, Method::POST, "/teams", json!({"name": team})).await;
+        let (_, k) = admin(
+            &app,
+            Method::POST,
+            "/keys",
+            json!({"name": team, "team_id": t["id"], "project": "p"}),
+        )
+        .await;
+        keys.push((
+            t["id"].as_str().unwrap().to_owned(),
+            k["key"].as_str().unwrap().to_owned(),
+        ));
+    }
+    // red: 3 calls, blue: 1 call (each $0.075 on "priced").
+    for (i, n) in [(0usize, 3), (1, 1)] {
+        for _ in 0..n {
+            assert_eq!(chat(&app.http, &app.url, &keys[i].1, "priced").await.0, 200);
+        }
+    }
+    assert_eq!(
+        chat(&app.http, &app.url, &keys[0].1, "gpt-test").await.0,
+        200
+    );
+    let rows = app.ledger_rows(5).await;
+    let ledger_total: i64 = rows.iter().map(|r| r.cost_micros).sum();
+    let (s, by_team) = admin(&app, Method::GET, "/spend?group_by=team", Value::Null).await;
+    assert_eq!(s, 200, "{by_team}");
+    let data = by_team["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "{by_team}");
+    assert_eq!(data[0]["name"], "red", "dearest first");
+    assert_eq!(data[0]["requests"], 4);
+    assert_eq!(data[1]["name"], "blue");
+    assert_eq!(data[1]["cost_micros"], 75_000);
+    assert_eq!(by_team["total"]["cost_micros"], ledger_total);
+    let (_, by_model) = admin(&app, Method::GET, "/spend?group_by=model", Value::Null).await;
+    let models: Vec<&str> = by_model["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["priced", "gpt-test"]);
+    for q in [
+        "group_by=team&from=2020-01-01&to=2020-02-01",
+        "group_by=provider&from=1577836800&to=1580515200",
+    ] {
+        let (s, empty) = admin(&app, Method::GET, &format!("/spend?{q}"), Value::Null).await;
+        assert_eq!(s, 200);
+        assert_eq!(empty["data"], json!([]), "{q}");
+    }
+    let (_, ranged) = admin(
+        &app,
+        Method::GET,
+        "/spend?group_by=key&from=2020-01-01T00:00:00Z",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(ranged["data"].as_array().unwrap().len(), 2);
+    for bad in [
+        "group_by=colour",
+        "from=yesterday",
+        "group_by=team&from=2030-01-01&to=2020-01-01",
+        "sort=cost",
+    ] {
+        let (s, body) = admin(&app, Method::GET, &format!("/spend?{bad}"), Value::Null).await;
+        assert_eq!(s, 400, "{bad}: {body}");
+    }
     app.finish().await;
 }
