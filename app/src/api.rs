@@ -5,7 +5,8 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
 
 use crate::dto::{
-    KeyDto, ModelGroupDto, MyKeysDto, OverviewDto, SecretDto, SessionUser, TeamsDto, UsersDto,
+    KeyDto, ModelGroupDto, MyKeysDto, OverviewDto, SecretDto, SessionUser, SpendDto, TeamsDto,
+    UsersDto,
 };
 
 #[cfg(feature = "ssr")]
@@ -331,6 +332,54 @@ pub async fn create_team(csrf_token: String, name: String) -> Result<(), ServerF
     let (port, user) = ssr::require_user().await?;
     let headers = ssr::headers().await?;
     port.create_team(&headers, &user, &name)
+        .await
+        .map_err(ssr::console_error)
+}
+
+#[server(endpoint = "spend", input = GetUrl)]
+pub async fn spend() -> Result<SpendDto, ServerFnError> {
+    let (port, user) = ssr::require_user().await?;
+    port.spend(&user).await.map_err(ssr::console_error)
+}
+
+/// Sets (or, with an empty amount, removes) a budget. `thresholds` is a comma-separated
+/// list of percentages.
+#[server(endpoint = "set_budget")]
+pub async fn set_budget(
+    csrf_token: String,
+    scope: String,
+    amount_usd: Option<String>,
+    period: String,
+    thresholds: Option<String>,
+) -> Result<(), ServerFnError> {
+    let _ = csrf_token;
+    let (port, user) = ssr::require_user().await?;
+    let headers = ssr::headers().await?;
+    let invalid = |m: &str| ssr::console_error(crate::port::ConsoleError::Invalid(m.to_owned()));
+    let amount_usd = match optional(amount_usd) {
+        None => None,
+        Some(a) => Some(
+            a.trim_start_matches('$')
+                .parse::<f64>()
+                .map_err(|_| invalid("the amount is a number of US dollars"))?,
+        ),
+    };
+    let thresholds = match optional(thresholds) {
+        None => vec![50, 80, 100],
+        Some(t) => t
+            .split([',', ' '])
+            .filter(|p| !p.is_empty())
+            .map(|p| p.trim_end_matches('%').parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| invalid("thresholds are percentages, e.g. 50, 80, 100"))?,
+    };
+    let form = crate::port::BudgetForm {
+        scope,
+        amount_usd,
+        period,
+        thresholds,
+    };
+    port.set_budget(&headers, &user, form)
         .await
         .map_err(ssr::console_error)
 }

@@ -166,3 +166,51 @@ pub struct ModelGroupDto {
     pub fallbacks: Vec<String>,
     pub deployments: Vec<DeploymentDto>,
 }
+
+/// A budget with its current period's spending, as the Spend page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetView {
+    pub scope_type: String,
+    pub scope_id: String,
+    /// The team, project, key or user name.
+    pub scope_name: String,
+    pub amount_usd: f64,
+    pub period: String,
+    pub spent_usd: f64,
+    /// Spent of the amount, 0 to 100 (or more, if prices changed mid-period).
+    pub percent: f64,
+    pub thresholds: Vec<u32>,
+    /// Thresholds already alerted this period.
+    pub alerted: Vec<u32>,
+    /// `YYYY-MM-DDTHH:MM:SSZ`, or none for a total budget.
+    pub resets_at: Option<String>,
+}
+
+/// Spending of one group this month.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendLine {
+    pub name: String,
+    pub requests: i64,
+    pub tokens: i64,
+    pub cost_usd: f64,
+}
+
+/// Something a budget can be set on, for the form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeOption {
+    pub scope_type: String,
+    pub scope_id: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpendDto {
+    pub csrf: String,
+    /// Budgets the viewer sees (their own keys', their teams' for leads, all for
+    /// finance and admins).
+    pub budgets: Vec<BudgetView>,
+    /// This month by team (finance and admins) or by the viewer's keys.
+    pub lines: Vec<SpendLine>,
+    /// Scopes the viewer may set budgets on (empty: none).
+    pub settable: Vec<ScopeOption>,
+}

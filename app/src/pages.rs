@@ -9,10 +9,13 @@ use leptos_router::{
 };
 
 use crate::api::{
-    CreateTeam, DecideKey, RequestKey, RevealKey, RevokeKey, RotateKey, SetMembership, SetUserRole,
-    SetupAdmin, SignIn, SignOut, current_user, models, my_keys, overview, sso_label, teams, users,
+    CreateTeam, DecideKey, RequestKey, RevealKey, RevokeKey, RotateKey, SetBudget, SetMembership,
+    SetUserRole, SetupAdmin, SignIn, SignOut, current_user, models, my_keys, overview, spend,
+    sso_label, teams, users,
 };
-use crate::dto::{KeyDto, ModelGroupDto, MyKeysDto, OverviewDto, SecretDto, TeamsDto, UsersDto};
+use crate::dto::{
+    KeyDto, ModelGroupDto, MyKeysDto, OverviewDto, SecretDto, SpendDto, TeamsDto, UsersDto,
+};
 
 /// Pages of the console, in navigation order: (path, label).
 pub const NAV: &[(&str, &str)] = &[
@@ -271,11 +274,6 @@ fn Planned(title: &'static str, what: &'static str) -> impl IntoView {
             <p class="muted">"Not available in this version yet."</p>
         </div>
     }
-}
-
-#[component]
-pub fn SpendPage() -> impl IntoView {
-    view! { <Planned title="Spend" what="Spend by provider, team, model and over time; budgets and their burn." /> }
 }
 
 #[component]
@@ -944,6 +942,158 @@ fn UsersBody(
                 <label>"Name" <input type="text" name="name" maxlength="128" required /></label>
                 <button type="submit">"Create team"</button>
             </ActionForm>
+        </section>
+    }
+}
+
+#[component]
+pub fn SpendPage() -> impl IntoView {
+    let set_budget = ServerAction::<SetBudget>::new();
+    let data = Resource::new(move || set_budget.version().get(), |_| spend());
+    view! {
+        <Title text="Spend" />
+        <h1>"Spend"</h1>
+        {failure(set_budget)}
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(d) => view! { <SpendBody d set_budget /> }.into_any(),
+                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+fn dollars(v: f64) -> String {
+    format!("${v:.2}")
+}
+
+#[component]
+fn SpendBody(d: SpendDto, set_budget: ServerAction<SetBudget>) -> impl IntoView {
+    let budgets = if d.budgets.is_empty() {
+        view! { <p class="muted">"No budget applies to what you can see."</p> }.into_any()
+    } else {
+        let rows = d
+            .budgets
+            .into_iter()
+            .map(|b| {
+                let width = format!("width: {:.1}%", b.percent.clamp(0.0, 100.0));
+                let bar = if b.percent >= 100.0 {
+                    "bar over"
+                } else if b.percent >= 80.0 {
+                    "bar warn"
+                } else {
+                    "bar"
+                };
+                let scope = format!("{}:{}", b.scope_type, b.scope_id);
+                let alerted = if b.alerted.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "alerted at {}",
+                        b.alerted.iter().map(|t| format!("{t} %")).collect::<Vec<_>>().join(", ")
+                    )
+                };
+                view! {
+                    <tr data-testid="budget" data-scope=scope>
+                        <td>{b.scope_type.clone()}</td>
+                        <td>{b.scope_name.clone()}</td>
+                        <td>{b.period.clone()}</td>
+                        <td class="mono" data-testid="budget-spent">
+                            {dollars(b.spent_usd)} " / " {dollars(b.amount_usd)}
+                        </td>
+                        <td>
+                            <div class="meter"><div class=bar style=width></div></div>
+                            <span class="small">{format!("{:.0} %", b.percent)}</span>
+                        </td>
+                        <td class="small">
+                            {b.resets_at.clone().unwrap_or_else(|| "never (total)".to_owned())}
+                        </td>
+                        <td class="small">
+                            {b.thresholds.iter().map(|t| format!("{t} %")).collect::<Vec<_>>().join(", ")}
+                            <div class="muted">{alerted}</div>
+                        </td>
+                    </tr>
+                }
+            })
+            .collect_view();
+        view! {
+            <table>
+                <thead>
+                    <tr>
+                        <th>"Scope"</th><th>"Name"</th><th>"Period"</th><th>"Spent / budget"</th>
+                        <th>"Used"</th><th>"Resets"</th><th>"Alerts"</th>
+                    </tr>
+                </thead>
+                <tbody>{rows}</tbody>
+            </table>
+        }
+        .into_any()
+    };
+    let lines = d
+        .lines
+        .into_iter()
+        .map(|l| {
+            view! {
+                <tr data-testid="spend-line">
+                    <td>{l.name}</td>
+                    <td>{l.requests}</td>
+                    <td>{l.tokens}</td>
+                    <td class="mono">{format!("${:.6}", l.cost_usd)}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let form = (!d.settable.is_empty()).then(|| {
+        let options = d
+            .settable
+            .iter()
+            .map(|o| {
+                let value = format!("{}:{}", o.scope_type, o.scope_id);
+                view! { <option value=value>{o.label.clone()}</option> }
+            })
+            .collect_view();
+        let csrf = d.csrf.clone();
+        view! {
+            <section class="card">
+                <h2>"Set a budget"</h2>
+                <p class="muted small">
+                    "A hard limit: a request whose worst case would cross it is refused before it reaches a provider. Leave the amount empty to remove the budget."
+                </p>
+                <ActionForm action=set_budget attr:data-testid="budget-form">
+                    <input type="hidden" name="csrf_token" value=csrf />
+                    <div class="grid2">
+                        <label>"For" <select name="scope">{options}</select></label>
+                        <label>"Amount (USD)" <input type="number" name="amount_usd" min="0" step="0.01" /></label>
+                        <label>
+                            "Period"
+                            <select name="period">
+                                <option value="monthly">"monthly"</option>
+                                <option value="weekly">"weekly"</option>
+                                <option value="daily">"daily"</option>
+                                <option value="total">"total"</option>
+                            </select>
+                        </label>
+                        <label>"Alert at (%)" <input type="text" name="thresholds" value="50, 80, 100" /></label>
+                    </div>
+                    <button type="submit" class="primary">"Save budget"</button>
+                </ActionForm>
+            </section>
+        }
+    });
+    view! {
+        <section class="card">
+            <h2>"Budgets this period"</h2>
+            {budgets}
+        </section>
+        {form}
+        <section class="card">
+            <h2>"This month"</h2>
+            <table>
+                <thead><tr><th>"Who"</th><th>"Requests"</th><th>"Tokens"</th><th>"Cost"</th></tr></thead>
+                <tbody>{lines}</tbody>
+            </table>
         </section>
     }
 }

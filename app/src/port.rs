@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use http::HeaderMap;
 
 use crate::dto::{
-    KeyDto, ModelGroupDto, MyKeysDto, OverviewDto, SecretDto, SessionUser, TeamsDto, UsersDto,
+    KeyDto, ModelGroupDto, MyKeysDto, OverviewDto, SecretDto, SessionUser, SpendDto, TeamsDto,
+    UsersDto,
 };
 
 /// Why a console operation failed, in words safe to show a signed-out visitor.
@@ -139,6 +140,25 @@ pub trait ConsolePort: Send + Sync + 'static {
         user: &SessionUser,
         name: &str,
     ) -> Result<(), ConsoleError>;
+    /// Budgets against this period's spending, and this month's spend, as the user may see.
+    async fn spend(&self, user: &SessionUser) -> Result<SpendDto, ConsoleError>;
+    /// Finance and admins set any budget; leads those of their teams' keys and projects.
+    async fn set_budget(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        form: BudgetForm,
+    ) -> Result<(), ConsoleError>;
+}
+
+/// A budget as the form sends it; `amount_usd` empty removes the budget.
+#[derive(Debug, Clone, Default)]
+pub struct BudgetForm {
+    /// `type:id`, e.g. `team:team_…`.
+    pub scope: String,
+    pub amount_usd: Option<f64>,
+    pub period: String,
+    pub thresholds: Vec<u32>,
 }
 
 /// A member's key request as the form sends it.

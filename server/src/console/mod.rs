@@ -5,6 +5,7 @@
 mod manage;
 pub mod password;
 pub mod routes;
+mod spend;
 pub mod sso;
 mod throttle;
 
@@ -12,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use app::dto::{
-    KeyDto, ModelGroupDto, ModelSummary, MyKeysDto, OverviewDto, SecretDto, SessionUser, TeamRef,
-    TeamsDto, UsersDto,
+    KeyDto, ModelGroupDto, ModelSummary, MyKeysDto, OverviewDto, SecretDto, SessionUser, SpendDto,
+    TeamRef, TeamsDto, UsersDto,
 };
-use app::port::{ConsoleError, ConsolePort, KeyLimitsForm, KeyRequestForm, SetCookie};
+use app::port::{BudgetForm, ConsoleError, ConsolePort, KeyLimitsForm, KeyRequestForm, SetCookie};
 use async_trait::async_trait;
 use axum::http::{HeaderMap, header};
 use rand::RngCore;
@@ -44,6 +45,7 @@ pub struct Console {
     prices: Arc<PriceBook>,
     auth: Arc<Authenticator>,
     keys: KeyService,
+    budgets: Arc<crate::meter::budget::Budgets>,
     pub(crate) sso: Option<Arc<sso::Sso>>,
     secure_cookies: bool,
     throttle: Throttle,
@@ -63,6 +65,7 @@ impl Console {
             prices: state.prices.clone(),
             auth: state.auth.clone(),
             keys: state.key_service(),
+            budgets: state.budgets.clone(),
             sso,
             secure_cookies,
             throttle: Throttle::new(5, Duration::from_secs(60)),
@@ -472,6 +475,19 @@ impl ConsolePort for Console {
         name: &str,
     ) -> Result<(), ConsoleError> {
         self.create_team_impl(headers, user, name).await
+    }
+
+    async fn spend(&self, user: &SessionUser) -> Result<SpendDto, ConsoleError> {
+        self.spend_impl(user).await
+    }
+
+    async fn set_budget(
+        &self,
+        headers: &HeaderMap,
+        user: &SessionUser,
+        form: BudgetForm,
+    ) -> Result<(), ConsoleError> {
+        self.set_budget_impl(headers, user, form).await
     }
 }
 

@@ -15,7 +15,8 @@ on_both_databases!(
     team_a_cannot_touch_team_b,
     members_cannot_raise_their_own_access,
     state_changes_need_the_session_csrf_token,
-    the_management_api_does_what_the_console_does
+    the_management_api_does_what_the_console_does,
+    budgets_in_the_console_follow_roles
 );
 
 /// A signed-in person: session cookie and anti-forgery token.
@@ -716,5 +717,113 @@ async fn the_management_api_does_what_the_console_does(b: Backend) {
         .0,
         404
     );
+    app.finish().await;
+}
+
+async fn budgets_in_the_console_follow_roles(b: Backend) {
+    let (app, idp) = spawn_with_sso(b).await;
+    let alice = session(&app, &idp, "alice", &["alpha"]).await;
+    let bob = session(&app, &idp, "bob", &["alpha", "alpha-leads"]).await;
+    let carol = session(&app, &idp, "carol", &["beta"]).await;
+    let fin = session(&app, &idp, "fin", &["gw-finance"]).await;
+    let key = requested_and_approved(&app, &alice, &bob).await;
+    let alpha = team_id(&me(&app, &alice.cookie).await, "Alpha");
+    let team_scope = format!("team:{alpha}");
+    let key_scope = format!("key:{key}");
+    let set = |who: &'static str, scope: String, amount: &'static str| (who, scope, amount);
+    // Finance sets the team's budget; the lead sets a member's key budget; the member
+    // cannot set their own, nor another team's person touch either.
+    for (who, scope, amount, want) in [
+        (set("fin", team_scope.clone(), "100"), 200),
+        (set("bob", key_scope.clone(), "5"), 200),
+        (set("alice", key_scope.clone(), "500"), 403),
+        (set("bob", team_scope.clone(), "1000"), 403),
+        (set("carol", team_scope.clone(), "1000"), 404),
+        (set("carol", key_scope.clone(), "1000"), 404),
+    ]
+    .map(|(s, w)| (s.0, s.1, s.2, w))
+    {
+        let session = match who {
+            "fin" => &fin,
+            "bob" => &bob,
+            "alice" => &alice,
+            _ => &carol,
+        };
+        let (s, body) = call(
+            &app,
+            session,
+            "set_budget",
+            &[
+                ("scope", &scope),
+                ("amount_usd", amount),
+                ("period", "monthly"),
+                ("thresholds", "50, 90"),
+            ],
+        )
+        .await;
+        assert_eq!(s, want, "{who} on {scope}: {body}");
+    }
+    let (s, _) = call(
+        &app,
+        &fin,
+        "set_budget",
+        &[
+            ("scope", &team_scope),
+            ("amount_usd", "-1"),
+            ("period", "monthly"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 400);
+    // What each sees on the Spend page.
+    let scopes = |v: &Value| -> Vec<String> {
+        v["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}:{}",
+                    b["scope_type"].as_str().unwrap(),
+                    b["scope_id"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let (_, f) = read(&app, &fin, "spend").await;
+    assert_eq!(scopes(&f).len(), 2, "{f}");
+    let (_, a) = read(&app, &alice, "spend").await;
+    assert_eq!(
+        scopes(&a),
+        [key_scope.clone()],
+        "a member sees their own key's budget"
+    );
+    assert_eq!(a["settable"], json!([]));
+    assert_eq!(a["budgets"][0]["amount_usd"], 5.0);
+    assert_eq!(a["budgets"][0]["thresholds"], json!([50, 90]));
+    let (_, c) = read(&app, &carol, "spend").await;
+    assert_eq!(c["budgets"], json!([]));
+    assert!(
+        !c.to_string().contains(&alpha),
+        "nothing of team Alpha: {c}"
+    );
+    // The key's budget is enforced: its fields say so, too.
+    let k = app.store.key(&key).await.unwrap().unwrap();
+    assert_eq!(k.budget_micros, Some(5_000_000));
+    // An empty amount removes it.
+    let (s, _) = call(
+        &app,
+        &bob,
+        "set_budget",
+        &[
+            ("scope", &key_scope),
+            ("amount_usd", ""),
+            ("period", "monthly"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, a) = read(&app, &alice, "spend").await;
+    assert_eq!(a["budgets"], json!([]));
     app.finish().await;
 }
