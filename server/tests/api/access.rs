@@ -795,7 +795,7 @@ async fn budgets_in_the_console_follow_roles(b: Backend) {
     let (_, a) = read(&app, &alice, "spend").await;
     assert_eq!(
         scopes(&a),
-        [key_scope.clone()],
+        std::slice::from_ref(&key_scope),
         "a member sees their own key's budget"
     );
     assert_eq!(a["settable"], json!([]));
