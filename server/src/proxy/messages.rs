@@ -31,10 +31,10 @@ pub async fn messages(
     match handle(&st, &principal, request, &mut meter).await {
         Ok(resp) => resp,
         Err(e) => {
-            if let Some(m) = meter {
-                m.finish(e.status().as_u16(), Some(e.ledger_label()));
-            }
-            anthropic::error_response(&e)
+            let cost = super::finish_failed(meter, &e);
+            let mut resp = anthropic::error_response(&e);
+            super::cost_header(&mut resp, cost);
+            resp
         }
     }
 }

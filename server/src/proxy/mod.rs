@@ -139,7 +139,8 @@ pub(crate) async fn complete_chat(
         principal,
         meter,
         crate::meter::estimate_tokens(prompt_chars),
-    )?;
+    )
+    .await?;
     spend::check_and_hold(
         st,
         principal,
@@ -266,7 +267,7 @@ async fn embed(
     if !principal.may_use(&req.model) {
         return Err(ApiError::ModelNotAllowed(req.model.clone()));
     }
-    spend::admit(st, principal, meter, spend::token_bound(&req.input) / 4)?;
+    spend::admit(st, principal, meter, spend::token_bound(&req.input) / 4).await?;
     spend::check_and_hold(
         st,
         principal,
@@ -395,10 +396,25 @@ pub(crate) fn settle_usage(m: &mut MeterGuard, usage: Option<Usage>) -> i64 {
 }
 
 fn fail(meter: Option<MeterGuard>, e: ApiError) -> Response {
-    if let Some(m) = meter {
-        m.finish(e.status().as_u16(), Some(e.ledger_label()));
+    let cost = finish_failed(meter, &e);
+    let mut resp = e.into_response();
+    cost_header(&mut resp, cost);
+    resp
+}
+
+/// Records a failed request's row; returns its cost (what the upstream reported, if any).
+pub(crate) fn finish_failed(meter: Option<MeterGuard>, e: &ApiError) -> i64 {
+    let Some(m) = meter else { return 0 };
+    let cost = m.cost_micros();
+    m.finish(e.status().as_u16(), Some(e.ledger_label()));
+    cost
+}
+
+/// `x-gateway-cost-usd` on every proxied answer, refusals and failures included.
+pub(crate) fn cost_header(resp: &mut Response, cost_micros: i64) {
+    if let Ok(v) = HeaderValue::from_str(&micros_to_usd_string(cost_micros)) {
+        resp.headers_mut().insert(X_GATEWAY_COST.clone(), v);
     }
-    e.into_response()
 }
 
 fn json_response(body: bytes::Bytes, dep: &Deployment, cost_micros: Option<i64>) -> Response {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::dialect::anthropic::{self, EventEncoder};
 use crate::error::ApiError;
-use crate::meter::{MeterGuard, Usage, WireUsage};
+use crate::meter::{MeterGuard, Usage, WireUsage, micros_to_usd_string};
 use crate::providers::EventStream;
 use crate::route::{Deployment, InFlight};
 
@@ -274,8 +274,15 @@ pub fn respond(
                         }
                     }
                     if data == "[DONE]" {
+                        // The cost cannot be a header (those left first): it travels as an
+                        // SSE comment, which clients ignore and tools can read.
+                        let cost = st.meter.as_ref().map_or(0, MeterGuard::cost_micros);
                         st.finish(200, None);
-                        return Some((Ok(st.encoder.done()), st));
+                        let mut frame =
+                            format!(": x-gateway-cost-usd {}\n\n", micros_to_usd_string(cost))
+                                .into_bytes();
+                        frame.extend_from_slice(&st.encoder.done());
+                        return Some((Ok(Bytes::from(frame)), st));
                     }
                     let usage_only = st.meter_chunk(&data);
                     if let Some(frame) = st.encoder.chunk(&data, usage_only) {

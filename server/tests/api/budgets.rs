@@ -16,7 +16,8 @@ on_both_databases!(
     a_keys_budget_fields_are_its_budget,
     each_threshold_alerts_once_per_period,
     a_new_period_starts_afresh,
-    spend_is_reported_by_group
+    spend_is_reported_by_group,
+    a_streams_cost_arrives_at_its_end
 );
 
 mod multi_instance {
@@ -540,5 +541,24 @@ async fn spend_is_reported_by_group(b: Backend) {
         let (s, body) = admin(&app, Method::GET, &format!("/spend?{bad}"), Value::Null).await;
         assert_eq!(s, 400, "{bad}: {body}");
     }
+    app.finish().await;
+}
+
+async fn a_streams_cost_arrives_at_its_end(b: Backend) {
+    let app = spawn_app_with(b, EXTRA).await;
+    let r = app
+        .chat(json!({"model": "priced", "stream": true, "messages": user("Hello from the tests")}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("x-gateway-cost-usd").is_none(),
+        "headers leave before usage"
+    );
+    let body = r.text().await.unwrap();
+    let rows = app.ledger_rows(1).await;
+    let cost = gateway::meter::micros_to_usd_string(rows[0].cost_micros);
+    assert!(rows[0].cost_micros > 0);
+    let comment = format!(": x-gateway-cost-usd {cost}\n\ndata: [DONE]");
+    assert!(body.contains(&comment), "{body}");
     app.finish().await;
 }

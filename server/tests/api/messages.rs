@@ -29,7 +29,8 @@ fn messages_req(app: &crate::harness::TestApp, body: Value) -> reqwest::RequestB
 async fn events(resp: reqwest::Response) -> Vec<(String, Value)> {
     let text = resp.text().await.unwrap();
     text.split("\n\n")
-        .filter(|f| !f.trim().is_empty())
+        // SSE comments (the gateway's cost line) are for tools, not events.
+        .filter(|f| !f.trim().is_empty() && !f.starts_with(':'))
         .map(|f| {
             let mut lines = f.lines();
             let ev = lines
