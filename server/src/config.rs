@@ -160,6 +160,9 @@ pub struct ServerConfig {
     /// `json` (default) or `text`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Redis for counters shared by every instance (rate limits); without it each
+    /// instance counts alone. `GATEWAY_REDIS_URL` overrides it.
+    pub redis_url: Option<SecretString>,
 }
 
 impl Default for ServerConfig {
@@ -180,6 +183,7 @@ impl Default for ServerConfig {
             max_connections: defaults::max_connections(),
             drain_timeout_ms: defaults::drain_timeout_ms(),
             log_format: LogFormat::default(),
+            redis_url: None,
         }
     }
 }
@@ -562,6 +566,9 @@ impl Config {
         }
         if let Some(pw) = env.var("GATEWAY_ADMIN_PASSWORD") {
             config.server.admin_password = Some(SecretString::from(pw));
+        }
+        if let Some(url) = env.var("GATEWAY_REDIS_URL") {
+            config.server.redis_url = Some(SecretString::from(url));
         }
         if let Some(root) = env
             .var("GATEWAY_SITE_ROOT")

@@ -71,9 +71,12 @@ impl Application {
         let budgets = crate::meter::budget::Budgets::start(store.clone(), alerts)
             .await
             .context("cannot load the budgets")?;
-        let rate_limits = crate::meter::limits::RateLimits::start(store.clone())
-            .await
-            .context("cannot load the rate limits")?;
+        let rate_limits = crate::meter::limits::RateLimits::start(
+            store.clone(),
+            config.server.redis_url.as_ref().map(|u| u.expose_secret()),
+        )
+        .await
+        .context("cannot load the rate limits")?;
         let state = AppState {
             budgets,
             rate_limits,

@@ -1,9 +1,11 @@
 //! Rate limits of keys, projects, teams and users: requests per minute, tokens per minute
-//! and requests in flight. Counted per instance in memory (a sliding minute: the previous
-//! minute's count weighted by how much of it still overlaps, plus the current minute's),
-//! so N instances behind a load balancer admit up to N times a per-minute limit between
-//! them; requests in flight are exact per instance. Tokens are counted at admission from
-//! the prompt's estimate and corrected to the upstream's usage when the request ends.
+//! and requests in flight, over a sliding minute (the previous minute's count weighted by
+//! how much of it still overlaps, plus the current minute's). With `[server] redis_url`
+//! the counters live in Redis, checked and counted by one Lua script per request, so every
+//! instance shares them; without it (or while Redis is unreachable) each instance counts
+//! alone in memory, and N instances admit up to N times a limit between them. Tokens are
+//! counted at admission from the prompt's estimate and corrected to the upstream's usage
+//! when the request ends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -109,6 +111,71 @@ pub struct RateLimits {
     store: Store,
     defs: RwLock<HashMap<Scope, Limits>>,
     counters: Mutex<HashMap<Scope, Counter>>,
+    redis: Option<Shared>,
+}
+
+/// Counters in Redis, shared by every instance.
+struct Shared {
+    conn: redis::aio::ConnectionManager,
+    admit: redis::Script,
+    settle: redis::Script,
+}
+
+/// Checks every scope, then counts in all of them, atomically. KEYS: per scope the current
+/// minute's hash, the previous minute's hash and the in-flight counter. ARGV: ms into the
+/// minute, the minute's length, the estimated tokens, then per scope rpm, tpm and the
+/// in-flight limit (0: none). Returns {0, 0}, or {scope number, 1 requests | 2 tokens |
+/// 3 in flight} for the first limit hit.
+const ADMIT_LUA: &str = r"
+local n = #KEYS / 3
+local into = tonumber(ARGV[1])
+local win = tonumber(ARGV[2])
+local est = tonumber(ARGV[3])
+local w = (win - into) / win
+for i = 0, n - 1 do
+  local cur, prev, par = KEYS[i*3+1], KEYS[i*3+2], KEYS[i*3+3]
+  local rpm, tpm, mp = tonumber(ARGV[4+i*3]), tonumber(ARGV[5+i*3]), tonumber(ARGV[6+i*3])
+  local req = math.ceil(tonumber(redis.call('HGET', prev, 'r') or '0') * w) + tonumber(redis.call('HGET', cur, 'r') or '0')
+  local tok = math.ceil(tonumber(redis.call('HGET', prev, 't') or '0') * w) + tonumber(redis.call('HGET', cur, 't') or '0')
+  local p = tonumber(redis.call('GET', par) or '0')
+  if mp > 0 and p >= mp then return {i + 1, 3} end
+  if rpm > 0 and req + 1 > rpm then return {i + 1, 1} end
+  if tpm > 0 and tok >= tpm then return {i + 1, 2} end
+end
+for i = 0, n - 1 do
+  local cur, par = KEYS[i*3+1], KEYS[i*3+3]
+  redis.call('HINCRBY', cur, 'r', 1)
+  redis.call('HINCRBY', cur, 't', est)
+  redis.call('PEXPIRE', cur, win * 3)
+  redis.call('INCR', par)
+  redis.call('PEXPIRE', par, 600000)
+end
+return {0, 0}
+";
+
+/// A request ended: its tokens corrected (ARGV[1], may be negative) in the minute it was
+/// counted in, its in-flight place freed. KEYS: per scope that minute's hash and the
+/// in-flight counter.
+const SETTLE_LUA: &str = r"
+local delta = tonumber(ARGV[1])
+for i = 0, #KEYS / 2 - 1 do
+  local cur, par = KEYS[i*2+1], KEYS[i*2+2]
+  if delta ~= 0 and redis.call('EXISTS', cur) == 1 then
+    local t = tonumber(redis.call('HINCRBY', cur, 't', delta))
+    if t < 0 then redis.call('HSET', cur, 't', 0) end
+  end
+  if tonumber(redis.call('GET', par) or '0') > 0 then redis.call('DECR', par) end
+end
+return 0
+";
+
+fn redis_keys(scope: &Scope, window: i64) -> [String; 3] {
+    let base = format!("gw:rl:{}:{}", scope.0, scope.1);
+    [
+        format!("{base}:{window}"),
+        format!("{base}:{}", window - 1),
+        format!("{base}:inflight"),
+    ]
 }
 
 /// An admitted request's place in its scopes' counters: released (in-flight) and
@@ -118,6 +185,8 @@ pub struct Permit {
     scopes: Vec<Scope>,
     estimated_tokens: i64,
     window: i64,
+    /// Counted in Redis (settled there) rather than in this instance's memory.
+    shared: bool,
     pub headroom: Headroom,
 }
 
@@ -129,6 +198,14 @@ impl Permit {
     fn finish(&mut self, actual: Option<i64>) {
         let scopes = std::mem::take(&mut self.scopes);
         if scopes.is_empty() {
+            return;
+        }
+        if self.shared {
+            let delta = actual.map_or(0, |a| a - self.estimated_tokens);
+            let (limits, window) = (self.limits.clone(), self.window);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { limits.settle_shared(&scopes, window, delta).await });
+            }
             return;
         }
         let Ok(mut counters) = self.limits.counters.lock() else {
@@ -158,11 +235,30 @@ fn now_ms() -> i64 {
 }
 
 impl RateLimits {
-    pub async fn start(store: Store) -> anyhow::Result<Arc<RateLimits>> {
+    pub async fn start(store: Store, redis_url: Option<&str>) -> anyhow::Result<Arc<RateLimits>> {
+        let redis = match redis_url {
+            Some(url) => {
+                let client = redis::Client::open(url)
+                    .map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_millis(500)));
+                let conn = redis::aio::ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot reach Redis: {e}"))?;
+                Some(Shared {
+                    conn,
+                    admit: redis::Script::new(ADMIT_LUA),
+                    settle: redis::Script::new(SETTLE_LUA),
+                })
+            }
+            None => None,
+        };
         let r = Arc::new(RateLimits {
             store,
             defs: RwLock::new(HashMap::new()),
             counters: Mutex::new(HashMap::new()),
+            redis,
         });
         r.reload().await;
         let weak = Arc::downgrade(&r);
@@ -207,8 +303,113 @@ impl RateLimits {
     }
 
     /// Admits a request against the limits of every scope given (all or none are
-    /// counted), or says which limit it hit and when to retry.
-    pub fn admit(
+    /// counted), or says which limit it hit and when to retry. Shared counters when Redis
+    /// is configured and answers; this instance's otherwise.
+    pub async fn admit(
+        self: &Arc<Self>,
+        scopes: &[(&str, Option<&str>)],
+        estimated_tokens: i64,
+    ) -> Result<Option<Permit>, Limited> {
+        if self.redis.is_some() {
+            let limited = self.limited(scopes);
+            if limited.is_empty() {
+                return Ok(None);
+            }
+            match self.admit_shared(&limited, estimated_tokens).await {
+                Ok(r) => return r.map(Some),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate limits: Redis unavailable; counting on this instance");
+                }
+            }
+        }
+        self.admit_local(scopes, estimated_tokens)
+    }
+
+    fn limited(&self, scopes: &[(&str, Option<&str>)]) -> Vec<(Scope, Limits)> {
+        let Ok(defs) = self.defs.read() else {
+            return Vec::new();
+        };
+        scopes
+            .iter()
+            .filter_map(|(t, id)| {
+                let key = ((*t).to_owned(), (*id)?.to_owned());
+                defs.get(&key).map(|l| (key, *l))
+            })
+            .collect()
+    }
+
+    async fn admit_shared(
+        self: &Arc<Self>,
+        limited: &[(Scope, Limits)],
+        estimated_tokens: i64,
+    ) -> Result<Result<Permit, Limited>, redis::RedisError> {
+        let Some(shared) = &self.redis else {
+            return Err(redis::RedisError::from((redis::ErrorKind::Io, "no redis")));
+        };
+        let now = now_ms();
+        let window = now.div_euclid(WINDOW_MS);
+        let into = now.rem_euclid(WINDOW_MS);
+        let reset_s = (WINDOW_MS - into + 999) / 1000;
+        let mut inv = shared.admit.prepare_invoke();
+        inv.arg(into).arg(WINDOW_MS).arg(estimated_tokens.max(0));
+        for (scope, l) in limited {
+            for k in redis_keys(scope, window) {
+                inv.key(k);
+            }
+            inv.arg(l.rpm.unwrap_or(0))
+                .arg(l.tpm.unwrap_or(0))
+                .arg(l.max_parallel.unwrap_or(0));
+        }
+        let mut conn = shared.conn.clone();
+        let (hit, what): (i64, i64) = inv.invoke_async(&mut conn).await?;
+        if hit > 0 {
+            let (scope, l) = &limited[usize::try_from(hit - 1).unwrap_or(0).min(limited.len() - 1)];
+            let (what, limit, retry) = match what {
+                1 => ("requests", l.rpm.unwrap_or(0), reset_s),
+                2 => ("tokens", l.tpm.unwrap_or(0), reset_s),
+                _ => ("parallel", l.max_parallel.unwrap_or(0), 1),
+            };
+            return Ok(Err(Limited {
+                scope_type: scope.0.clone(),
+                scope_id: scope.1.clone(),
+                what,
+                limit,
+                retry_after_s: u64::try_from(retry.max(1)).unwrap_or(1),
+            }));
+        }
+        let mut headroom = Headroom {
+            reset_s,
+            ..Headroom::default()
+        };
+        if let Some((_, l)) = limited.iter().find(|(s, _)| s.0 == "key") {
+            headroom.limit_requests = l.rpm;
+            headroom.limit_tokens = l.tpm;
+        }
+        Ok(Ok(Permit {
+            limits: self.clone(),
+            scopes: limited.iter().map(|(s, _)| s.clone()).collect(),
+            estimated_tokens: estimated_tokens.max(0),
+            window,
+            shared: true,
+            headroom,
+        }))
+    }
+
+    async fn settle_shared(&self, scopes: &[Scope], window: i64, delta: i64) {
+        let Some(shared) = &self.redis else { return };
+        let mut inv = shared.settle.prepare_invoke();
+        inv.arg(delta);
+        for s in scopes {
+            let [cur, _, par] = redis_keys(s, window);
+            inv.key(cur).key(par);
+        }
+        let mut conn = shared.conn.clone();
+        if let Err(e) = inv.invoke_async::<i64>(&mut conn).await {
+            tracing::warn!(error = %e, "rate limits: could not settle in Redis");
+        }
+    }
+
+    fn admit_local(
         self: &Arc<Self>,
         scopes: &[(&str, Option<&str>)],
         estimated_tokens: i64,
@@ -286,6 +487,7 @@ impl RateLimits {
             scopes: limited.into_iter().map(|(s, _)| s).collect(),
             estimated_tokens: estimated_tokens.max(0),
             window: now.div_euclid(WINDOW_MS),
+            shared: false,
             headroom,
         }))
     }

@@ -104,7 +104,7 @@ pub fn worst_case_micros(
 
 /// Counts the request in the rate limits of its key, project, team and owner, or refuses
 /// it (429 with `Retry-After`); the permit goes on the meter.
-pub fn admit(
+pub async fn admit(
     st: &AppState,
     principal: &Principal,
     meter: &mut Option<MeterGuard>,
@@ -119,7 +119,7 @@ pub fn admit(
         ("team", Some(key.team_id.as_str())),
         ("user", key.user_id.as_deref()),
     ];
-    match st.rate_limits.admit(&scopes, estimated_tokens) {
+    match st.rate_limits.admit(&scopes, estimated_tokens).await {
         Ok(permit) => {
             if let Some(m) = meter.as_mut() {
                 m.permit = permit;

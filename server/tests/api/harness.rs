@@ -86,16 +86,24 @@ async fn fresh_database(backend: Backend, dir: &std::path::Path) -> (String, Opt
 /// `embed-test` on the mock upstream, `local` on the built-in mock provider. `extra` is
 /// appended (more deployments or prices), with `@MOCK@` and `@KEY@` standing for the mock
 /// upstream's base URL and key, and `@ROOT@` for its root URL (no `/v1`, as Gemini wants).
+/// Lines of `extra` starting with `@SERVER@ ` go into the `[server]` table instead.
 pub fn config_text(mock_base: &str, db_url: &str, extra: &str, with_admin: bool) -> String {
     let extra = extra
         .replace("@MOCK@", mock_base)
         .replace("@ROOT@", mock_base.trim_end_matches("/v1"))
         .replace("@KEY@", UPSTREAM_KEY);
-    let admin = if with_admin {
+    let (server_lines, rest): (Vec<&str>, Vec<&str>) =
+        extra.lines().partition(|l| l.starts_with("@SERVER@ "));
+    let extra = rest.join("\n");
+    let mut admin = if with_admin {
         format!("admin_password = \"{ADMIN_PASSWORD}\"")
     } else {
         String::new()
     };
+    for l in server_lines {
+        admin.push('\n');
+        admin.push_str(l.trim_start_matches("@SERVER@ "));
+    }
     format!(
         r#"
 [server]

@@ -9,6 +9,7 @@ mod budgets;
 mod config_cli;
 mod console;
 mod errors;
+mod exactness;
 mod keys;
 mod ledger;
 mod messages;

@@ -9,7 +9,8 @@ use crate::on_both_databases;
 on_both_databases!(
     requests_per_minute_per_key,
     tokens_per_minute_per_key,
-    parallel_requests_per_team
+    parallel_requests_per_team,
+    limits_are_shared_through_redis
 );
 
 const EXTRA: &str = r#"
@@ -84,6 +85,11 @@ async fn requests_per_minute_per_key(b: Backend) {
     assert_eq!(remaining, ["2", "1", "0"]);
     let r = call(&app, &key, "gpt-test").await;
     assert_eq!(r.status(), 429);
+    assert_eq!(
+        r.headers()["x-gateway-cost-usd"],
+        "0.000000",
+        "a cost on every answer"
+    );
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -182,5 +188,62 @@ async fn parallel_requests_per_team(b: Backend) {
     assert_eq!(call(&app, &key, "slow").await.status(), 200);
     let (_, list) = admin(&app, reqwest::Method::GET, "/rate_limits", Value::Null).await;
     assert_eq!(list["data"][0]["max_parallel"], 2);
+    app.finish().await;
+}
+
+async fn limits_are_shared_through_redis(b: Backend) {
+    let extra = format!("@SERVER@ redis_url = \"redis://127.0.0.1:6379\"\n{EXTRA}");
+    let app = spawn_app_with(b, &extra).await;
+    let (team, _, key) = key_with(&app, json!({"rpm_limit": 4})).await;
+    let (team2, _, key2) = key_with(&app, json!({})).await;
+    // Started after the keys exist, so it knows them at once.
+    let second = app.sibling().await;
+    // Alternating between two instances: four in all, not four each.
+    let urls = [app.url.clone(), second.url.clone()];
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let r = app
+            .http
+            .post(format!("{}/v1/chat/completions", urls[i % 2]))
+            .bearer_auth(&key)
+            .json(&json!({"model": "gpt-test", "messages": user("Hello from the tests")}))
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 200, 429, 429, 429, 429]);
+    // Requests in flight are shared too, and freed when they end.
+    let _ = team;
+    let (s, _) = admin(
+        &app,
+        reqwest::Method::PUT,
+        "/rate_limits",
+        json!({"scope_type": "team", "scope_id": team2, "max_parallel": 1}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // The other instance reads limit changes within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let send = |url: String| {
+        let (http, key) = (app.http.clone(), key2.clone());
+        async move {
+            http.post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": "slow", "messages": user("hi")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let first = tokio::spawn(send(urls[0].clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let other = send(urls[1].clone()).await;
+    assert_eq!((first.await.unwrap(), other), (200, 429));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(send(urls[1].clone()).await, 200, "the place was freed");
+    second.stop().await;
     app.finish().await;
 }
