@@ -17,7 +17,10 @@ on_both_databases!(
     each_threshold_alerts_once_per_period,
     a_new_period_starts_afresh,
     spend_is_reported_by_group,
-    a_streams_cost_arrives_at_its_end
+    a_streams_cost_arrives_at_its_end,
+    team_and_project_budgets_bind_their_keys,
+    a_dead_instances_lease_comes_back,
+    unpriced_models_can_be_refused
 );
 
 mod multi_instance {
@@ -560,5 +563,133 @@ async fn a_streams_cost_arrives_at_its_end(b: Backend) {
     assert!(rows[0].cost_micros > 0);
     let comment = format!(": x-gateway-cost-usd {cost}\n\ndata: [DONE]");
     assert!(body.contains(&comment), "{body}");
+    app.finish().await;
+}
+
+async fn team_and_project_budgets_bind_their_keys(b: Backend) {
+    use reqwest::Method;
+    let app = spawn_app_with(b, EXTRA).await;
+    let (_, team) = admin(&app, Method::POST, "/teams", json!({"name": "bound"})).await;
+    let team_id = team["id"].as_str().unwrap();
+    let (_, k1) = admin(
+        &app,
+        Method::POST,
+        "/keys",
+        json!({"name": "a", "team_id": team_id, "project": "p1"}),
+    )
+    .await;
+    let (_, k2) = admin(
+        &app,
+        Method::POST,
+        "/keys",
+        json!({"name": "b", "team_id": team_id, "project": "p2"}),
+    )
+    .await;
+    let project = k1["project_id"].as_str().unwrap();
+    // The project of key a: room for one request; the team: room for two.
+    for (scope, id, usd) in [("project", project, 0.15), ("team", team_id, 0.25)] {
+        let (s, body) = admin(
+            &app,
+            Method::PUT,
+            "/budgets",
+            json!({"scope_type": scope, "scope_id": id, "amount_usd": usd, "period": "monthly"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+    }
+    let (a, bk) = (k1["key"].as_str().unwrap(), k2["key"].as_str().unwrap());
+    assert_eq!(chat(&app.http, &app.url, a, "priced").await.0, 200);
+    let (s, body) = chat(&app.http, &app.url, a, "priced").await;
+    assert_eq!(s, 429);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("project budget"),
+        "{body}"
+    );
+    // Key b is in another project: the team's $0.25 has $0.175 left, room for two more
+    // $0.10 worst cases ($0.075 each in fact), not three.
+    assert_eq!(chat(&app.http, &app.url, bk, "priced").await.0, 200);
+    assert_eq!(chat(&app.http, &app.url, bk, "priced").await.0, 200);
+    let (s, body) = chat(&app.http, &app.url, bk, "priced").await;
+    assert_eq!(s, 429);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("team budget"),
+        "{body}"
+    );
+    app.finish().await;
+}
+
+async fn a_dead_instances_lease_comes_back(b: Backend) {
+    use reqwest::Method;
+    let app = spawn_app_with(b, EXTRA).await;
+    let (key_id, key) = budgeted_key(&app, 0.2).await;
+    let (_, list) = admin(&app, Method::GET, "/budgets", Value::Null).await;
+    let budget_id = list["data"][0]["id"].as_str().unwrap().to_owned();
+    // An instance that died holding the whole budget as a lease, renewed long ago.
+    let period = "INSERT INTO budget_periods (budget_id, period_start, spent_micros, leased_micros, alerted) VALUES ($1, 0, 0, 200000, '[]')";
+    let lease = "INSERT INTO budget_leases (instance_id, budget_id, period_start, amount_micros, expires_at) VALUES ('gw_dead', $1, 0, 200000, 1)";
+    match &app.store {
+        gateway::store::Store::Sqlite(p) => {
+            sqlx::query(period)
+                .bind(&budget_id)
+                .execute(p)
+                .await
+                .unwrap();
+            sqlx::query(lease)
+                .bind(&budget_id)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        gateway::store::Store::Postgres(p) => {
+            sqlx::query(period)
+                .bind(&budget_id)
+                .execute(p)
+                .await
+                .unwrap();
+            sqlx::query(lease)
+                .bind(&budget_id)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+    // Its expired lease is reclaimed: the budget serves this instance again.
+    assert_eq!(chat(&app.http, &app.url, &key, "priced").await.0, 200);
+    let (_, list) = admin(&app, Method::GET, "/budgets", Value::Null).await;
+    assert_eq!(list["data"][0]["scope_id"], key_id.as_str());
+    assert!(list["data"][0]["reserved_usd"].as_f64().unwrap() <= 0.2);
+    app.finish().await;
+}
+
+async fn unpriced_models_can_be_refused(b: Backend) {
+    let app = spawn_app_with(b, &format!("{EXTRA}\n[spend]\nunpriced = \"refuse\"\n")).await;
+    // embed-test has no price (neither configured nor in the catalog).
+    let r = app
+        .post("/v1/embeddings")
+        .json(&json!({"model": "embed-test", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no price"),
+        "{body}"
+    );
+    assert_eq!(
+        app.chat(json!({"model": "priced", "messages": user("hi")}))
+            .await
+            .status(),
+        200
+    );
     app.finish().await;
 }
