@@ -227,18 +227,6 @@ fn attempt_cookie(secure: bool, value: &str, max_age_s: u64) -> String {
     c
 }
 
-fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 fn with_cookies(mut resp: Response, cookies: &[String]) -> Response {
     for c in cookies {
         if let Ok(v) = HeaderValue::from_str(c) {
@@ -379,7 +367,7 @@ async fn finish(
         .sso
         .clone()
         .ok_or(Failure::BadAttempt("sso is not configured"))?;
-    let attempt = read_cookie(headers, attempt_cookie_name(console.secure_cookies()))
+    let attempt = super::token_cookie(headers, attempt_cookie_name(console.secure_cookies()))
         .ok_or(Failure::BadAttempt("no attempt cookie"))?;
     let (state, nonce, verifier) = console
         .store()

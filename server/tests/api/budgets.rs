@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, MASTER_KEY, TestApp, spawn_app_with, user};
+use crate::harness::{Backend, MASTER_KEY, TestApp, admin_call as admin, spawn_app_with, user};
 use crate::on_both_databases;
 
 on_both_databases!(
@@ -55,18 +55,6 @@ model = "priced"
 input_per_mtok = 0.0
 output_per_mtok = 12500.0
 "#;
-
-async fn admin(app: &TestApp, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .http
-        .request(method, format!("{}/admin/v1{path}", app.url))
-        .bearer_auth(MASTER_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
 
 /// A team, and a key in it with a budget of `usd` (total).
 async fn budgeted_key(app: &TestApp, usd: f64) -> (String, String) {

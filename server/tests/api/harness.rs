@@ -323,6 +323,27 @@ pub async fn ledger_view(store: &Store) -> Vec<LedgerView> {
     }
 }
 
+/// A management-API call with the master key: (status, JSON body or null).
+pub async fn admin_call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = app
+        .http
+        .request(method, format!("{}/admin/v1{path}", app.url))
+        .bearer_auth(MASTER_KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    (
+        r.status().as_u16(),
+        r.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
 pub fn user(content: &str) -> serde_json::Value {
     serde_json::json!([{"role": "user", "content": content}])
 }

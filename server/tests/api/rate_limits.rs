@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, MASTER_KEY, TestApp, spawn_app_with, user};
+use crate::harness::{Backend, TestApp, admin_call as admin, spawn_app_with, user};
 use crate::on_both_databases;
 
 on_both_databases!(
@@ -21,18 +21,6 @@ upstream_model = "slow-500"
 base_url = "@MOCK@"
 api_key = "@KEY@"
 "#;
-
-async fn admin(app: &TestApp, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .http
-        .request(method, format!("{}/admin/v1{path}", app.url))
-        .bearer_auth(MASTER_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
 
 /// (team id, key id, secret) of a new key with these extra fields.
 async fn key_with(app: &TestApp, fields: Value) -> (String, String, String) {
