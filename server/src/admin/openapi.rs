@@ -114,6 +114,29 @@ pub fn document() -> Value {
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false,
                     "properties": {"grace_seconds": {"type": "integer", "minimum": 0, "maximum": 604800, "default": 3600}}}}}},
                 "responses": with(json!({"200": ok("The key with its new secret", "KeyWithSecret")}))}},
+            "/budgets": {
+                "get": {"summary": "Every budget with this period's spending", "operationId": "listBudgets",
+                    "responses": with(json!({"200": list("Budget")}))},
+                "put": {"summary": "Set the budget of a key, project, team or user (hard limit per period, alert thresholds)",
+                    "operationId": "putBudget", "requestBody": body("BudgetInput"),
+                    "responses": with(json!({"200": ok("The budget", "Budget")}))}
+            },
+            "/budgets/{scope_type}/{scope_id}": {"delete": {"summary": "Remove a budget", "operationId": "deleteBudget",
+                "parameters": [{"name": "scope_type", "in": "path", "required": true, "schema": {"enum": ["key", "project", "team", "user"]}},
+                    {"name": "scope_id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": with(json!({"200": {"description": "Removed"}}))}},
+            "/rate_limits": {
+                "get": {"summary": "Every rate limit", "operationId": "listRateLimits", "responses": with(json!({"200": list("RateLimit")}))},
+                "put": {"summary": "Set requests/tokens per minute and requests in flight of a key, project, team or user (all null removes them)",
+                    "operationId": "putRateLimits", "requestBody": body("RateLimit"),
+                    "responses": with(json!({"200": ok("The limits", "RateLimit")}))}
+            },
+            "/spend": {"get": {"summary": "Requests, tokens and cost from the ledger, grouped", "operationId": "spend",
+                "parameters": [
+                    {"name": "group_by", "in": "query", "schema": {"enum": ["team", "project", "key", "user", "model", "provider", "deployment"], "default": "team"}},
+                    {"name": "from", "in": "query", "schema": {"type": "string"}, "description": "Unix seconds, YYYY-MM-DD or RFC 3339 (UTC); default the start of this month"},
+                    {"name": "to", "in": "query", "schema": {"type": "string"}, "description": "exclusive; default now"}],
+                "responses": with(json!({"200": {"description": "{object, group_by, from, to, data: [{group, name, requests, errors, prompt_tokens, completion_tokens, cached_tokens, cost_usd, cost_micros}], total}"}}))}},
             "/audit": {"get": {"summary": "The hash-chained audit log", "operationId": "listAudit",
                 "responses": with(json!({"200": ok("Audit rows and whether the chain verifies", "AuditLog")}))}},
             "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi", "security": [],
@@ -156,6 +179,19 @@ pub fn document() -> Value {
                     "rpm_limit": {"type": ["integer", "null"]}, "tpm_limit": {"type": ["integer", "null"]},
                     "expires_at": {"type": ["integer", "null"]}, "created_at": {"type": "integer"},
                     "previous_key_valid_until": {"type": ["integer", "null"]}}},
+                "BudgetInput": {"type": "object", "required": ["scope_type", "scope_id", "amount_usd", "period"], "additionalProperties": false, "properties": {
+                    "scope_type": {"enum": ["key", "project", "team", "user"]}, "scope_id": {"type": "string"},
+                    "amount_usd": {"type": "number", "minimum": 0}, "period": {"enum": ["daily", "weekly", "monthly", "total"]},
+                    "thresholds": {"type": "array", "maxItems": 10, "items": {"type": "integer", "minimum": 1, "maximum": 100}, "default": [50, 80, 100]}}},
+                "Budget": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "object": {"const": "budget"}, "scope_type": {"type": "string"}, "scope_id": {"type": "string"},
+                    "amount_usd": {"type": "number"}, "period": {"type": "string"}, "thresholds": {"type": "array", "items": {"type": "integer"}},
+                    "period_start": {"type": "string"}, "resets_at": {"type": ["string", "null"]},
+                    "spent_usd": {"type": "number"}, "reserved_usd": {"type": "number", "description": "held by instances as leases"}}},
+                "RateLimit": {"type": "object", "required": ["scope_type", "scope_id"], "properties": {
+                    "scope_type": {"enum": ["key", "project", "team", "user"]}, "scope_id": {"type": "string"},
+                    "rpm": {"type": ["integer", "null"], "minimum": 1}, "tpm": {"type": ["integer", "null"], "minimum": 1},
+                    "max_parallel": {"type": ["integer", "null"], "minimum": 1}}},
                 "KeyPatch": {"type": "object", "additionalProperties": false, "properties": {
                     "models": {"type": "array", "items": {"type": "string"}},
                     "tags": {"type": "array", "maxItems": 16, "items": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}},

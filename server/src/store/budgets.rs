@@ -3,8 +3,8 @@
 //! `spent + leased + grant <= amount`, so the instances sharing the database can never
 //! together spend more than the budget, whatever their number.
 
-use super::Store;
 use super::keys::Actor;
+use super::{BeginWrite, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct BudgetRow {
@@ -50,7 +50,7 @@ impl Store {
         let select =
             format!("SELECT {COLUMNS} FROM budgets WHERE scope_type = $1 AND scope_id = $2");
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let before: Option<BudgetRow> = sqlx::query_as(&select).bind(scope_type).bind(scope_id).fetch_optional(&mut *tx).await?;
             let row = BudgetRow {
                 id: before.as_ref().map_or_else(|| format!("bud_{}", uuid::Uuid::now_v7().simple()), |b| b.id.clone()),
@@ -92,7 +92,7 @@ impl Store {
         let select =
             format!("SELECT {COLUMNS} FROM budgets WHERE scope_type = $1 AND scope_id = $2");
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let before: Option<BudgetRow> = sqlx::query_as(&select).bind(scope_type).bind(scope_id).fetch_optional(&mut *tx).await?;
             let Some(before) = before else { return Ok(false) };
             sqlx::query("DELETE FROM budgets WHERE id = $1").bind(&before.id).execute(&mut *tx).await?;
@@ -139,7 +139,7 @@ impl Store {
     ) -> Result<i64, sqlx::Error> {
         let is_pg = matches!(self, Store::Postgres(_));
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // Creating the row (or touching it) first also takes SQLite's write lock, so
             // the read below cannot go stale.
             sqlx::query(
@@ -195,7 +195,7 @@ impl Store {
     ) -> Result<PeriodUsage, sqlx::Error> {
         let _ = now;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let lease: Option<(i64,)> = sqlx::query_as(
                 "SELECT amount_micros FROM budget_leases WHERE instance_id = $1 AND budget_id = $2 AND period_start = $3")
                 .bind(instance).bind(budget_id).bind(period_start).fetch_optional(&mut *tx).await?;
@@ -243,7 +243,7 @@ impl Store {
     ) -> Result<bool, sqlx::Error> {
         let is_pg = matches!(self, Store::Postgres(_));
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("UPDATE budget_periods SET alerted = alerted WHERE budget_id = $1 AND period_start = $2")
                 .bind(budget_id).bind(period_start).execute(&mut *tx).await?;
             let lock = if is_pg { " FOR UPDATE" } else { "" };
@@ -287,7 +287,7 @@ impl Store {
         let now = row.updated_at;
         let object = format!("{}/{}", row.scope_type, row.scope_id);
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let before: Option<RateLimitRow> = sqlx::query_as(
                 "SELECT scope_type, scope_id, rpm, tpm, max_parallel, updated_at FROM rate_limits WHERE scope_type = $1 AND scope_id = $2")
                 .bind(&row.scope_type).bind(&row.scope_id).fetch_optional(&mut *tx).await?;

@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::Store;
+use super::{BeginWrite, Store};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct TeamRow {
@@ -180,7 +180,7 @@ impl Store {
         };
         let after = serde_json::to_string(&team).ok();
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("INSERT INTO teams (id, name, created_at) VALUES ($1, $2, $3)")
                 .bind(&id).bind(name).bind(now).execute(&mut *tx).await?;
             audit_in_tx!(tx, is_pg, now, actor, "team.create", "team", &id, None, after);
@@ -215,7 +215,7 @@ impl Store {
             "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23)"
         );
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if let Some(name) = project {
                 let pid = format!("proj_{}", uuid::Uuid::now_v7().simple());
                 sqlx::query("INSERT INTO projects (id, team_id, name, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (team_id, name) DO NOTHING")
@@ -270,11 +270,7 @@ impl Store {
             if is_pg { " FOR UPDATE" } else { "" }
         );
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            if !is_pg {
-                // Take SQLite's write lock now so the read below cannot go stale.
-                sqlx::query("UPDATE api_keys SET updated_at = updated_at WHERE id = $1").bind(id).execute(&mut *tx).await?;
-            }
+            let mut tx = p.begin_write().await?;
             let Some(mut key): Option<KeyRow> = sqlx::query_as(&select).bind(id).fetch_optional(&mut *tx).await? else {
                 return Ok(KeyChange::NotFound);
             };
@@ -427,7 +423,7 @@ impl Store {
         let is_pg = self.is_pg();
         let json = serde_json::to_string(models).unwrap_or_else(|_| "[]".into());
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let before: Option<TeamRow> = sqlx::query_as("SELECT id, name, models, created_at FROM teams WHERE id = $1")
                 .bind(team_id).fetch_optional(&mut *tx).await?;
             let Some(mut team) = before else { return Ok(None) };

@@ -1,8 +1,8 @@
 //! Users and team memberships, each change with its audit row in the same transaction.
 //! (Single sign-on creates users just in time through the same calls.)
 
-use super::Store;
 use super::keys::Actor;
+use super::{BeginWrite, Store};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct PersonRow {
@@ -45,7 +45,7 @@ impl Store {
         let is_pg = matches!(self, Store::Postgres(_));
         let after = serde_json::to_string(&user).ok();
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "INSERT INTO users (id, username, email, display_name, role, is_active, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7)",
             )
@@ -87,7 +87,7 @@ impl Store {
         let after = serde_json::to_string(&member).ok();
         let object = format!("{team_id}/{user_id}");
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let before: Option<(String,)> = sqlx::query_as("SELECT role FROM team_members WHERE team_id = $1 AND user_id = $2")
                 .bind(team_id).bind(user_id).fetch_optional(&mut *tx).await?;
             sqlx::query(
@@ -141,7 +141,7 @@ impl Store {
         let is_pg = matches!(self, Store::Postgres(_));
         let after = serde_json::to_string(&row).ok();
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("INSERT INTO admin_tokens (id, user_id, name, prefix, token_hash, created_at) VALUES ($1,$2,$3,$4,$5,$6)")
                 .bind(&row.id).bind(user_id).bind(name).bind(prefix).bind(token_hash).bind(now)
                 .execute(&mut *tx).await?;
@@ -170,7 +170,7 @@ impl Store {
     ) -> Result<bool, sqlx::Error> {
         let is_pg = matches!(self, Store::Postgres(_));
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let done = sqlx::query("UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
             if done == 0 {
@@ -238,7 +238,7 @@ impl Store {
         let is_pg = matches!(self, Store::Postgres(_));
         let object = format!("{team_id}/{user_id}");
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let before: Option<(String,)> = sqlx::query_as("SELECT role FROM team_members WHERE team_id = $1 AND user_id = $2")
                 .bind(team_id).bind(user_id).fetch_optional(&mut *tx).await?;
             let Some((role,)) = before else { return Ok(false) };
@@ -263,7 +263,7 @@ impl Store {
         const SELECT: &str =
             "SELECT id, username, email, display_name, role, created_at FROM users WHERE id = $1";
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let Some(mut user): Option<PersonRow> = sqlx::query_as(SELECT).bind(user_id).fetch_optional(&mut *tx).await? else {
                 return Ok(None);
             };
@@ -292,7 +292,7 @@ impl Store {
         const BY_EMAIL: &str = "SELECT id, username, email, display_name, role, created_at FROM users \
             WHERE email = $1 AND sso_subject IS NULL AND password_hash IS NULL";
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let found: Option<PersonRow> = sqlx::query_as(BY_SUBJECT).bind(&who.subject).fetch_optional(&mut *tx).await?;
             let found = match found {
                 Some(u) => Some(u),
@@ -407,7 +407,7 @@ impl Store {
         max_age_ms: i64,
     ) -> Result<Option<(String, String, String)>, sqlx::Error> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let row: Option<(String, String, String, i64)> = sqlx::query_as(
                 "SELECT state, nonce, pkce_verifier, created_at FROM sso_logins WHERE id_hash = $1",
             )

@@ -150,7 +150,22 @@ pub async fn spawn_app_with(backend: Backend, extra: &str) -> TestApp {
 }
 
 /// `with_admin: false` leaves the local admin to the first-run setup form.
+/// The gateway's warnings and errors, in the output of the test that caused them (shown
+/// when it fails): a flaky failure then says what the gateway saw.
+fn capture_gateway_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            ))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 pub async fn spawn_app_opts(backend: Backend, extra: &str, with_admin: bool) -> TestApp {
+    capture_gateway_logs();
     let dir = tempfile::tempdir().expect("tempdir");
     let mock = MockUpstream::start(
         "127.0.0.1:0".parse().expect("addr"),
