@@ -138,6 +138,8 @@ pub struct KeyService {
     pub hasher: KeyHasher,
     pub cache: KeyCache,
     pub models: Arc<ModelGroups>,
+    pub budgets: Arc<crate::meter::budget::Budgets>,
+    pub rate_limits: Arc<crate::meter::limits::RateLimits>,
 }
 
 pub fn now_ms() -> i64 {
@@ -205,7 +207,7 @@ impl KeyService {
 
     /// Models must be configured and within the team's allow-list; an empty list means
     /// "what the team allows".
-    fn check_models(&self, team: &TeamRow, models: &[String]) -> Result<Vec<String>, Refusal> {
+    pub fn check_models(&self, team: &TeamRow, models: &[String]) -> Result<Vec<String>, Refusal> {
         if models.len() > 64 {
             return Err(invalid("models", "at most 64 models"));
         }
@@ -439,6 +441,8 @@ impl KeyService {
                 "budget_period is daily, weekly, monthly or total",
             ));
         }
+        let budget_changed = limits.budget_micros.is_some() || limits.budget_period.is_some();
+        let rates_changed = limits.rpm_limit.is_some() || limits.tpm_limit.is_some();
         let now = now_ms();
         if limits.expires_at.flatten().is_some_and(|e| e <= now) {
             return Err(invalid("expires_at", "expires_at must be in the future"));
@@ -473,7 +477,58 @@ impl KeyService {
                 Ok(())
             })
             .await?;
-        self.apply(change)
+        let row = self.apply(change)?;
+        self.sync_policies(&row, actor, budget_changed, rates_changed)
+            .await?;
+        Ok(row)
+    }
+
+    /// A key's budget and rate-limit fields are its budget and rate limits: the rows that
+    /// enforce them follow the key (a budget without a period is monthly; a
+    /// `max_parallel` set through the rate-limit API is kept), effective here at once and
+    /// on other instances within a second.
+    pub async fn sync_policies(
+        &self,
+        k: &KeyRow,
+        actor: &Actor,
+        budget: bool,
+        rates: bool,
+    ) -> Result<(), Refusal> {
+        let now = now_ms();
+        if budget {
+            match k.budget_micros {
+                Some(micros) => {
+                    let period = k.budget_period.as_deref().unwrap_or("monthly");
+                    self.store
+                        .upsert_budget("key", &k.id, micros, period, &[50, 80, 100], now, actor)
+                        .await?;
+                }
+                None => {
+                    self.store.delete_budget("key", &k.id, now, actor).await?;
+                }
+            }
+            self.budgets.reload().await;
+        }
+        if rates {
+            let max_parallel = self
+                .store
+                .list_rate_limits()
+                .await?
+                .into_iter()
+                .find(|r| r.scope_type == "key" && r.scope_id == k.id)
+                .and_then(|r| r.max_parallel);
+            let row = crate::store::budgets::RateLimitRow {
+                scope_type: "key".into(),
+                scope_id: k.id.clone(),
+                rpm: k.rpm_limit,
+                tpm: k.tpm_limit,
+                max_parallel,
+                updated_at: now,
+            };
+            self.store.set_rate_limits(&row, actor).await?;
+            self.rate_limits.reload().await;
+        }
+        Ok(())
     }
 
     /// Keys the viewer may see: their own and those of teams they lead (all for admins).

@@ -43,6 +43,8 @@ impl AppState {
             hasher: self.key_hasher.clone(),
             cache: self.keys.clone(),
             models: self.models.clone(),
+            budgets: self.budgets.clone(),
+            rate_limits: self.rate_limits.clone(),
         }
     }
 

@@ -137,53 +137,17 @@ pub async fn create_key(
 ) -> Result<Response, ApiError> {
     let who = actor(request.headers(), request.extensions().get::<AdminName>());
     let body: NewKey = read_json(request, &st.limits).await?;
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::bad_param(
-            "name",
-            "name must be 1 to 128 characters",
-        ));
-    }
+    let service = st.key_service();
+    let name = crate::access::valid_name("name", &body.name).map_err(refused)?;
     let Some(team) = st.store.team(&body.team_id).await.map_err(db_error)? else {
         return Err(ApiError::bad_param("team_id", "no such team"));
     };
-    if let Some(m) = body.models.iter().find(|m| !st.models.contains(m)) {
-        return Err(ApiError::bad_param(
-            "models",
-            format!("{m:?} is not a configured model"),
-        ));
-    }
-    if let Some(m) = body.models.iter().find(|m| !team.allows(m)) {
-        return Err(ApiError::bad_param(
-            "models",
-            format!("{m:?} is not allowed for team {}", team.name),
-        ));
-    }
-    let models = if body.models.is_empty() {
-        team.model_list()
-    } else {
-        body.models.clone()
+    let models = service.check_models(&team, &body.models).map_err(refused)?;
+    crate::access::valid_tags(&body.tags).map_err(refused)?;
+    let project = match body.project.as_deref() {
+        Some(p) => Some(crate::access::valid_name("project", p).map_err(refused)?),
+        None => None,
     };
-    let valid_tag = |t: &String| {
-        !t.is_empty()
-            && t.len() <= 64
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
-    };
-    if body.tags.len() > 16 || !body.tags.iter().all(valid_tag) {
-        return Err(ApiError::bad_param(
-            "tags",
-            "up to 16 tags of letters, digits, _ . : -",
-        ));
-    }
-    if let Some(p) = &body.project
-        && (p.trim().is_empty() || p.len() > 128)
-    {
-        return Err(ApiError::bad_param(
-            "project",
-            "project must be 1 to 128 characters",
-        ));
-    }
     let budget_micros = match body.budget_usd {
         Some(usd) if !usd.is_finite() || !(0.0..=1e9).contains(&usd) => {
             return Err(ApiError::bad_param(
@@ -243,70 +207,19 @@ pub async fn create_key(
     };
     let row = st
         .store
-        .create_key(row, body.project.as_deref().map(str::trim), &who)
+        .create_key(row, project.as_deref(), &who)
         .await
         .map_err(db_error)?;
-    sync_key_budget(&st, &row, &who).await?;
-    sync_key_rate_limits(&st, &row, &who).await?;
+    service
+        .sync_policies(&row, &who, true, true)
+        .await
+        .map_err(refused)?;
     st.keys.apply(&row);
     Ok((
         StatusCode::CREATED,
         Json(key_json(&row, Some(&secret.secret))),
     )
         .into_response())
-}
-
-/// A key's `budget_usd` / `budget_period` are its budget (enforced like every other):
-/// kept in step with the budgets table. Without a period a key's budget is monthly.
-async fn sync_key_budget(st: &AppState, k: &KeyRow, who: &Actor) -> Result<(), ApiError> {
-    match k.budget_micros {
-        Some(micros) => {
-            st.store
-                .upsert_budget(
-                    "key",
-                    &k.id,
-                    micros,
-                    k.budget_period.as_deref().unwrap_or("monthly"),
-                    &[50, 80, 100],
-                    now_ms(),
-                    who,
-                )
-                .await
-                .map_err(db_error)?;
-        }
-        None => {
-            st.store
-                .delete_budget("key", &k.id, now_ms(), who)
-                .await
-                .map_err(db_error)?;
-        }
-    }
-    st.budgets.reload().await;
-    Ok(())
-}
-
-/// A key's `rpm_limit` / `tpm_limit` are its rate limits (its `max_parallel`, set through
-/// `PUT /admin/v1/rate_limits`, is kept).
-async fn sync_key_rate_limits(st: &AppState, k: &KeyRow, who: &Actor) -> Result<(), ApiError> {
-    let existing = st.store.list_rate_limits().await.map_err(db_error)?;
-    let max_parallel = existing
-        .iter()
-        .find(|r| r.scope_type == "key" && r.scope_id == k.id)
-        .and_then(|r| r.max_parallel);
-    let row = crate::store::budgets::RateLimitRow {
-        scope_type: "key".into(),
-        scope_id: k.id.clone(),
-        rpm: k.rpm_limit,
-        tpm: k.tpm_limit,
-        max_parallel,
-        updated_at: now_ms(),
-    };
-    st.store
-        .set_rate_limits(&row, who)
-        .await
-        .map_err(db_error)?;
-    st.rate_limits.reload().await;
-    Ok(())
 }
 
 /// A refusal from the key lifecycle in the API's error shape.
@@ -540,19 +453,11 @@ pub async fn update_key(
         budget_period: body.budget_period,
         expires_at: body.expires_at.map(|e| e.map(|s| s.saturating_mul(1000))),
     };
-    let budget_changed = limits.budget_micros.is_some() || limits.budget_period.is_some();
-    let rates_changed = limits.rpm_limit.is_some() || limits.tpm_limit.is_some();
     let row = st
         .key_service()
         .set_limits(&Viewer::Operator, &who, &id, limits)
         .await
         .map_err(refused)?;
-    if budget_changed {
-        sync_key_budget(&st, &row, &who).await?;
-    }
-    if rates_changed {
-        sync_key_rate_limits(&st, &row, &who).await?;
-    }
     Ok(Json(key_json(&row, None)))
 }
 

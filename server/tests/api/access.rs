@@ -449,11 +449,16 @@ async fn members_cannot_raise_their_own_access(b: Backend) {
         &app,
         &bob,
         "set_key_limits",
-        &[("key_id", &id), ("models", "gpt-test"), ("rpm_limit", "60")],
+        &[("key_id", &id), ("models", "gpt-test"), ("rpm_limit", "1")],
     )
     .await;
     assert_eq!(s, 200, "{limited}");
-    assert_eq!(limited["rpm_limit"], 60);
+    assert_eq!(limited["rpm_limit"], 1);
+    // A limit set in the console is enforced, not only shown.
+    let (_, secret) = call(&app, &alice, "reveal_key", &[("key_id", &id)]).await;
+    let secret = secret["secret"].as_str().unwrap();
+    assert_eq!(chat_with_key(&app, secret).await, 200);
+    assert_eq!(chat_with_key(&app, secret).await, 429);
     let (s, _) = call(
         &app,
         &root,
