@@ -822,7 +822,7 @@ pub async fn put_budget(
     State(st): State<AppState>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    use crate::store::budgets::{PERIODS, SCOPES};
+    use crate::store::budgets::SCOPES;
     let who = actor(request.headers(), request.extensions().get::<AdminName>());
     let body: BudgetBody = read_json(request, &st.limits).await?;
     if !SCOPES.contains(&body.scope_type.as_str()) {
@@ -831,39 +831,21 @@ pub async fn put_budget(
             "scope_type is key, project, team or user",
         ));
     }
-    if !PERIODS.contains(&body.period.as_str()) {
-        return Err(ApiError::bad_param(
-            "period",
-            "period is daily, weekly, monthly or total",
-        ));
-    }
-    if !body.amount_usd.is_finite() || !(0.0..=1e9).contains(&body.amount_usd) {
-        return Err(ApiError::bad_param(
-            "amount_usd",
-            "amount_usd must be a number from 0 to 1e9",
-        ));
-    }
-    if body.thresholds.len() > 10 || body.thresholds.iter().any(|t| !(1..=100).contains(t)) {
-        return Err(ApiError::bad_param(
-            "thresholds",
-            "up to 10 thresholds, each a percentage from 1 to 100",
-        ));
-    }
+    let (micros, thresholds) =
+        crate::meter::budget::check_budget(body.amount_usd, &body.period, &body.thresholds)
+            .map_err(|(param, why)| ApiError::bad_param(param, why))?;
     if body.scope_id.len() > 64 || !scope_exists(&st, &body.scope_type, &body.scope_id).await? {
         return Err(ApiError::bad_param(
             "scope_id",
             format!("no such {}", body.scope_type),
         ));
     }
-    let mut thresholds = body.thresholds.clone();
-    thresholds.sort_unstable();
-    thresholds.dedup();
     let row = st
         .store
         .upsert_budget(
             &body.scope_type,
             &body.scope_id,
-            (body.amount_usd * 1_000_000.0).round() as i64,
+            micros,
             &body.period,
             &thresholds,
             now_ms(),
@@ -871,19 +853,6 @@ pub async fn put_budget(
         )
         .await
         .map_err(db_error)?;
-    if row.scope_type == "key" {
-        // The key's own budget fields say the same.
-        st.store
-            .set_key_budget_fields(
-                &row.scope_id,
-                Some(row.amount_micros),
-                Some(row.period.clone()),
-                now_ms(),
-                &who,
-            )
-            .await
-            .map_err(db_error)?;
-    }
     st.budgets.reload().await;
     Ok(Json(budget_json(&st, &row).await?))
 }
@@ -912,12 +881,6 @@ pub async fn delete_budget(
         .await
         .map_err(db_error)?
     {
-        if scope_type == "key" {
-            st.store
-                .set_key_budget_fields(&scope_id, None, None, now_ms(), &who)
-                .await
-                .map_err(db_error)?;
-        }
         st.budgets.reload().await;
         Ok(Json(
             json!({"scope_type": scope_type, "scope_id": scope_id, "deleted": true}),

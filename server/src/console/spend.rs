@@ -9,7 +9,6 @@ use app::port::{BudgetForm, ConsoleError};
 use axum::http::HeaderMap;
 
 use super::Console;
-use super::manage::viewer;
 use crate::access::now_ms;
 use crate::meter::budget::{Period, rfc3339};
 use crate::store::keys::{Actor, KeyRow};
@@ -233,7 +232,6 @@ impl Console {
             return Err(invalid("choose what the budget is for"));
         };
         let w = self.world().await?;
-        let _ = viewer(user);
         if !Self::sees(user, &w, scope_type, scope_id) {
             return Err(ConsoleError::NotFound("no such budget scope".into()));
         }
@@ -242,12 +240,6 @@ impl Console {
                 "budgets here are set by finance, an admin or (for its keys and projects) the team's lead"
                     .into(),
             ));
-        }
-        if !crate::store::budgets::PERIODS.contains(&form.period.as_str()) {
-            return Err(invalid("the period is daily, weekly, monthly or total"));
-        }
-        if form.thresholds.len() > 10 || form.thresholds.iter().any(|t| !(1..=100).contains(t)) {
-            return Err(invalid("up to 10 thresholds, each from 1 to 100 %"));
         }
         let actor = Actor {
             name: format!("user:{}", user.username),
@@ -261,18 +253,15 @@ impl Console {
                     .await
                     .map_err(db)?;
             }
-            Some(a) if !a.is_finite() || !(0.0..=1e9).contains(&a) => {
-                return Err(invalid("the amount is from 0 to 1,000,000,000 USD"));
-            }
             Some(a) => {
-                let mut thresholds = form.thresholds.clone();
-                thresholds.sort_unstable();
-                thresholds.dedup();
+                let (micros, thresholds) =
+                    crate::meter::budget::check_budget(a, &form.period, &form.thresholds)
+                        .map_err(|(_, why)| invalid(why))?;
                 self.store
                     .upsert_budget(
                         scope_type,
                         scope_id,
-                        (a * 1e6).round() as i64,
+                        micros,
                         &form.period,
                         &thresholds,
                         now,
@@ -281,14 +270,6 @@ impl Console {
                     .await
                     .map_err(db)?;
             }
-        }
-        if scope_type == "key" {
-            let micros = form.amount_usd.map(|a| (a * 1e6).round() as i64);
-            let period = form.amount_usd.map(|_| form.period.clone());
-            self.store
-                .set_key_budget_fields(scope_id, micros, period, now, &actor)
-                .await
-                .map_err(db)?;
         }
         self.budgets.reload().await;
         Ok(())

@@ -123,6 +123,31 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// Checks a budget as an operator sets it: returns its amount in micro-dollars and its
+/// thresholds sorted, or the parameter at fault and why.
+pub fn check_budget(
+    amount_usd: f64,
+    period: &str,
+    thresholds: &[u32],
+) -> Result<(i64, Vec<u32>), (&'static str, &'static str)> {
+    if Period::parse(period).is_none() {
+        return Err(("period", "period is daily, weekly, monthly or total"));
+    }
+    if !amount_usd.is_finite() || !(0.0..=1e9).contains(&amount_usd) {
+        return Err(("amount_usd", "amount_usd must be a number from 0 to 1e9"));
+    }
+    if thresholds.len() > 10 || thresholds.iter().any(|t| !(1..=100).contains(t)) {
+        return Err((
+            "thresholds",
+            "up to 10 thresholds, each a percentage from 1 to 100",
+        ));
+    }
+    let mut sorted = thresholds.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    Ok(((amount_usd * 1e6).round() as i64, sorted))
+}
+
 /// A budget as enforced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetDef {
@@ -450,7 +475,6 @@ impl Budgets {
                     &self.instance,
                     spent,
                     returned,
-                    now,
                     now + LEASE_TTL_MS,
                 )
                 .await

@@ -72,6 +72,11 @@ impl Store {
             .bind(&row.id).bind(&row.scope_type).bind(&row.scope_id).bind(row.amount_micros)
             .bind(&row.period).bind(&row.thresholds).bind(row.created_at).bind(row.updated_at)
             .execute(&mut *tx).await?;
+            if scope_type == "key" {
+                // A key's own budget fields say the same, whichever way it was set.
+                sqlx::query("UPDATE api_keys SET budget_micros = $2, budget_period = $3 WHERE id = $1")
+                    .bind(scope_id).bind(amount_micros).bind(&row.period).execute(&mut *tx).await?;
+            }
             let object = format!("{scope_type}/{scope_id}");
             audit_in_tx!(tx, is_pg, now, actor, "budget.set", "budget", &object,
                 before.as_ref().and_then(|b| serde_json::to_string(b).ok()), serde_json::to_string(&row).ok());
@@ -96,6 +101,10 @@ impl Store {
             let before: Option<BudgetRow> = sqlx::query_as(&select).bind(scope_type).bind(scope_id).fetch_optional(&mut *tx).await?;
             let Some(before) = before else { return Ok(false) };
             sqlx::query("DELETE FROM budgets WHERE id = $1").bind(&before.id).execute(&mut *tx).await?;
+            if scope_type == "key" {
+                sqlx::query("UPDATE api_keys SET budget_micros = NULL, budget_period = NULL WHERE id = $1")
+                    .bind(scope_id).execute(&mut *tx).await?;
+            }
             let object = format!("{scope_type}/{scope_id}");
             audit_in_tx!(tx, is_pg, now, actor, "budget.delete", "budget", &object, serde_json::to_string(&before).ok(), None);
             tx.commit().await?;
@@ -190,10 +199,8 @@ impl Store {
         instance: &str,
         spent: i64,
         returned: i64,
-        now: i64,
         expires_at: i64,
     ) -> Result<PeriodUsage, sqlx::Error> {
-        let _ = now;
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             let lease: Option<(i64,)> = sqlx::query_as(
@@ -386,23 +393,5 @@ impl Store {
     /// Projects as (id, name, team id).
     pub async fn projects_with_teams(&self) -> Result<Vec<(String, String, String)>, sqlx::Error> {
         on_pool!(self, p => sqlx::query_as("SELECT id, name, team_id FROM projects").fetch_all(p).await)
-    }
-
-    /// Keeps a key's own budget fields in step with its budget row.
-    pub async fn set_key_budget_fields(
-        &self,
-        key_id: &str,
-        micros: Option<i64>,
-        period: Option<String>,
-        now: i64,
-        actor: &Actor,
-    ) -> Result<(), sqlx::Error> {
-        self.change_key(key_id, now, actor, "key.budget", |k| {
-            k.budget_micros = micros;
-            k.budget_period = period;
-            Ok(())
-        })
-        .await
-        .map(|_| ())
     }
 }

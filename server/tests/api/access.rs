@@ -735,31 +735,23 @@ async fn budgets_in_the_console_follow_roles(b: Backend) {
     let alpha = team_id(&me(&app, &alice.cookie).await, "Alpha");
     let team_scope = format!("team:{alpha}");
     let key_scope = format!("key:{key}");
-    let set = |who: &'static str, scope: String, amount: &'static str| (who, scope, amount);
     // Finance sets the team's budget; the lead sets a member's key budget; the member
     // cannot set their own, nor another team's person touch either.
-    for (who, scope, amount, want) in [
-        (set("fin", team_scope.clone(), "100"), 200),
-        (set("bob", key_scope.clone(), "5"), 200),
-        (set("alice", key_scope.clone(), "500"), 403),
-        (set("bob", team_scope.clone(), "1000"), 403),
-        (set("carol", team_scope.clone(), "1000"), 404),
-        (set("carol", key_scope.clone(), "1000"), 404),
-    ]
-    .map(|(s, w)| (s.0, s.1, s.2, w))
-    {
-        let session = match who {
-            "fin" => &fin,
-            "bob" => &bob,
-            "alice" => &alice,
-            _ => &carol,
-        };
+    for (session, scope, amount, want) in [
+        (&fin, &team_scope, "100", 200),
+        (&bob, &key_scope, "5", 200),
+        (&alice, &key_scope, "500", 403),
+        (&bob, &team_scope, "1000", 403),
+        (&carol, &team_scope, "1000", 404),
+        (&carol, &key_scope, "1000", 404),
+    ] {
+        let who = &session.id;
         let (s, body) = call(
             &app,
             session,
             "set_budget",
             &[
-                ("scope", &scope),
+                ("scope", scope),
                 ("amount_usd", amount),
                 ("period", "monthly"),
                 ("thresholds", "50, 90"),

@@ -182,7 +182,7 @@ async fn parallel_requests_per_team(b: Backend) {
 async fn limits_are_shared_through_redis(b: Backend) {
     let extra = format!("@SERVER@ redis_url = \"redis://127.0.0.1:6379\"\n{EXTRA}");
     let app = spawn_app_with(b, &extra).await;
-    let (team, _, key) = key_with(&app, json!({"rpm_limit": 4})).await;
+    let (_, _, key) = key_with(&app, json!({"rpm_limit": 4})).await;
     let (team2, _, key2) = key_with(&app, json!({})).await;
     // Started after the keys exist, so it knows them at once.
     let second = app.sibling().await;
@@ -202,7 +202,6 @@ async fn limits_are_shared_through_redis(b: Backend) {
     }
     assert_eq!(codes, [200, 200, 200, 200, 429, 429, 429, 429]);
     // Requests in flight are shared too, and freed when they end.
-    let _ = team;
     let (s, _) = admin(
         &app,
         reqwest::Method::PUT,
