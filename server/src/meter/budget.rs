@@ -223,7 +223,8 @@ type PeriodKey = (String, i64);
 pub struct Budgets {
     store: Store,
     instance: String,
-    defs: RwLock<HashMap<(String, String), Arc<BudgetDef>>>,
+    /// Scope type → scope id → budget (looked up by `&str`, no allocation per request).
+    defs: RwLock<HashMap<String, HashMap<String, Arc<BudgetDef>>>>,
     locals: Mutex<HashMap<PeriodKey, Local>>,
     /// One database grant at a time per instance (grants are rare: a lease covers many
     /// requests).
@@ -323,11 +324,12 @@ impl Budgets {
 
     async fn refresh(&self) -> Result<(), sqlx::Error> {
         let rows = self.store.list_budgets().await?;
-        let map = rows
-            .iter()
-            .filter_map(BudgetDef::from_row)
-            .map(|d| ((d.scope_type.clone(), d.scope_id.clone()), Arc::new(d)))
-            .collect();
+        let mut map: HashMap<String, HashMap<String, Arc<BudgetDef>>> = HashMap::new();
+        for d in rows.iter().filter_map(BudgetDef::from_row) {
+            map.entry(d.scope_type.clone())
+                .or_default()
+                .insert(d.scope_id.clone(), Arc::new(d));
+        }
         if let Ok(mut defs) = self.defs.write() {
             *defs = map;
         }
@@ -348,9 +350,7 @@ impl Budgets {
         };
         scopes
             .iter()
-            .filter_map(|(t, id)| {
-                id.and_then(|id| defs.get(&((*t).to_owned(), id.to_owned())).cloned())
-            })
+            .filter_map(|(t, id)| defs.get(*t)?.get((*id)?).cloned())
             .collect()
     }
 
@@ -503,11 +503,12 @@ impl Budgets {
     }
 
     async fn check_alerts(&self, budget_id: &str, start: i64, spent: i64) {
-        let def = self
-            .defs
-            .read()
-            .ok()
-            .and_then(|d| d.values().find(|d| d.id == budget_id).cloned());
+        let def = self.defs.read().ok().and_then(|d| {
+            d.values()
+                .flat_map(HashMap::values)
+                .find(|d| d.id == budget_id)
+                .cloned()
+        });
         let Some(def) = def else { return };
         if def.amount_micros <= 0 {
             return;

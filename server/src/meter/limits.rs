@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::store::Store;
-use crate::store::budgets::RateLimitRow;
 
 const WINDOW_MS: i64 = 60_000;
 const REFRESH_EVERY: Duration = Duration::from_millis(1000);
@@ -109,7 +108,8 @@ type Scope = (String, String);
 
 pub struct RateLimits {
     store: Store,
-    defs: RwLock<HashMap<Scope, Limits>>,
+    /// Scope type → scope id → limits (looked up by `&str`, no allocation per request).
+    defs: RwLock<HashMap<String, HashMap<String, Limits>>>,
     counters: Mutex<HashMap<Scope, Counter>>,
     redis: Option<Shared>,
 }
@@ -279,19 +279,17 @@ impl RateLimits {
     pub async fn reload(&self) {
         match self.store.list_rate_limits().await {
             Ok(rows) => {
-                let map = rows
-                    .into_iter()
-                    .map(|r: RateLimitRow| {
-                        (
-                            (r.scope_type, r.scope_id),
-                            Limits {
-                                rpm: r.rpm,
-                                tpm: r.tpm,
-                                max_parallel: r.max_parallel,
-                            },
-                        )
-                    })
-                    .collect();
+                let mut map: HashMap<String, HashMap<String, Limits>> = HashMap::new();
+                for r in rows {
+                    map.entry(r.scope_type).or_default().insert(
+                        r.scope_id,
+                        Limits {
+                            rpm: r.rpm,
+                            tpm: r.tpm,
+                            max_parallel: r.max_parallel,
+                        },
+                    );
+                }
                 if let Ok(mut defs) = self.defs.write() {
                     *defs = map;
                 }
@@ -332,8 +330,8 @@ impl RateLimits {
         scopes
             .iter()
             .filter_map(|(t, id)| {
-                let key = ((*t).to_owned(), (*id)?.to_owned());
-                defs.get(&key).map(|l| (key, *l))
+                let l = *defs.get(*t)?.get((*id)?)?;
+                Some((((*t).to_owned(), (*id)?.to_owned()), l))
             })
             .collect()
     }
@@ -414,21 +412,7 @@ impl RateLimits {
         scopes: &[(&str, Option<&str>)],
         estimated_tokens: i64,
     ) -> Result<Option<Permit>, Limited> {
-        let limited: Vec<(Scope, Limits)> = {
-            let Ok(defs) = self.defs.read() else {
-                return Ok(None);
-            };
-            if defs.is_empty() {
-                return Ok(None);
-            }
-            scopes
-                .iter()
-                .filter_map(|(t, id)| {
-                    let key = ((*t).to_owned(), (*id)?.to_owned());
-                    defs.get(&key).map(|l| (key, *l))
-                })
-                .collect()
-        };
+        let limited = self.limited(scopes);
         if limited.is_empty() {
             return Ok(None);
         }

@@ -69,13 +69,9 @@ pub fn worst_case_micros(
     prompt_bound: i64,
     max_output: Option<i64>,
 ) -> Result<i64, ApiError> {
-    let groups = reachable_groups(st, target);
     let mut worst = 0i64;
-    for (name, deps) in st.models.groups() {
-        if !groups.contains(name) {
-            continue;
-        }
-        for d in deps {
+    for group in reachable_groups(st, target) {
+        for d in st.models.deployments(&group) {
             let Some(price) = st.prices.lookup(&d.model, &d.upstream_model) else {
                 if st.config.spend.unpriced == Unpriced::Refuse {
                     return Err(ApiError::bad_param(

@@ -163,6 +163,11 @@ impl ModelGroups {
         self.groups.iter().map(|(k, g)| (k, &g.deployments))
     }
 
+    /// A group's deployments as configured (empty for an unknown name).
+    pub fn deployments(&self, model: &str) -> &[Arc<Deployment>] {
+        self.groups.get(model).map_or(&[], |g| &g.deployments)
+    }
+
     /// Every group this group falls back to, in order, whatever the trigger.
     pub fn fallback_targets(&self, model: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
